@@ -1,0 +1,178 @@
+"""The Trace: one record per plan op, written alike by the simulator (predicted) and the executor (measured).
+
+Records come in plan order (rank by rank, each rank's program in order), so two traces of the same plan align
+row by row and ``compare`` needs no matching. Times are seconds from the start of the collective (the
+executor aligns clocks across ranks before subtracting). ``t_start`` of a send is when it was issued, of a
+recv/reduce when it was posted; ``t_end`` is when the op completed (data delivered and, for reduce, added).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from firesim.errors import UserError
+from firesim.plans.ir import OP_NAMES, Op, Plan, decode_array, encode_array, write_json_atomic
+
+TRACE_FORMAT = "firesim.trace/1"
+_COLUMNS = {"rank": np.int32, "op": np.int8, "chunk": np.int32, "peer": np.int32, "nbytes": np.int64,
+            "t_start": np.float64, "t_end": np.float64}
+
+
+class TraceHeader(BaseModel):
+    """What was run, where, and by whom."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str
+    ranks: int
+    nbytes: int
+    chunks: int
+    source: Literal["simulated", "measured"]
+    topology: str = ""
+    hardware: str = ""
+    backend: str = ""
+    dtype: str = "float32"
+    versions: dict[str, str] = Field(default_factory=dict)
+    created: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    extra: dict = Field(default_factory=dict)
+
+
+def software_versions(*modules: str) -> dict[str, str]:
+    """Python and the given packages' versions, for the header (packages that are not installed are skipped)."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("firecaffe-sim", "numpy", "simpy", "networkx", *modules):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    header: TraceHeader
+    rank: np.ndarray
+    op: np.ndarray
+    chunk: np.ndarray
+    peer: np.ndarray
+    nbytes: np.ndarray
+    t_start: np.ndarray
+    t_end: np.ndarray
+
+    @classmethod
+    def for_plan(cls, plan: Plan, t_start, t_end, *, itemsize: int = 4, **header) -> Trace:
+        """A trace whose records are the plan's ops, with the given times."""
+        return cls(
+            header=TraceHeader(plan=plan.name, ranks=plan.ranks, nbytes=plan.nbytes, chunks=plan.chunks, **header),
+            rank=plan.op_rank(), op=plan.op.copy(), chunk=plan.chunk.copy(), peer=plan.peer.copy(),
+            nbytes=plan.op_nbytes(itemsize).astype(np.int64),
+            t_start=np.asarray(t_start, np.float64), t_end=np.asarray(t_end, np.float64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.rank.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        """End-to-end time: from the first op's start to the last op's end."""
+        return float(self.t_end.max() - min(0.0, self.t_start.min())) if len(self) else 0.0
+
+    def rank_end_s(self) -> np.ndarray:
+        """When each rank finished its last op."""
+        end = np.zeros(self.header.ranks)
+        np.maximum.at(end, self.rank, self.t_end)
+        return end
+
+    def records(self) -> list[dict]:
+        return [
+            {"rank": int(r), "op": OP_NAMES[k], "chunk": int(c), "peer": int(p), "nbytes": int(n),
+             "t_start": float(a), "t_end": float(b)}
+            for r, k, c, p, n, a, b in zip(self.rank, self.op, self.chunk, self.peer, self.nbytes,
+                                           self.t_start, self.t_end)
+        ]
+
+    # ---- JSON ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": TRACE_FORMAT, "header": self.header.model_dump(),
+                "columns": {name: encode_array(getattr(self, name)) for name in _COLUMNS}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Trace:
+        if data.get("format") != TRACE_FORMAT:
+            raise UserError(f"trace: format must be {TRACE_FORMAT!r}, got {data.get('format')!r}")
+        try:
+            columns = {name: decode_array(data["columns"][name], dtype) for name, dtype in _COLUMNS.items()}
+        except KeyError as missing:
+            raise UserError(f"trace: missing column {missing.args[0]!r}") from None
+        return cls(header=TraceHeader.model_validate(data["header"]), **columns)
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"trace: no such file {str(path)!r}") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"trace: {path}: not JSON ({err.msg} at line {err.lineno})") from None
+
+    def to_chrome(self, path: str | Path | None = None) -> dict:
+        """Chrome trace (chrome://tracing, Perfetto): one row per rank, one slice per op, times in us."""
+        name = f"{self.header.plan} ({self.header.source})"
+        events = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": name}}]
+        events += [{"ph": "M", "name": "thread_name", "pid": 0, "tid": r, "args": {"name": f"rank {r}"}}
+                   for r in range(self.header.ranks)]
+        for r, k, c, p, n, a, b in zip(self.rank.tolist(), self.op.tolist(), self.chunk.tolist(),
+                                       self.peer.tolist(), self.nbytes.tolist(), self.t_start.tolist(),
+                                       self.t_end.tolist()):
+            label = OP_NAMES[k] if k == Op.COMPUTE else f"{OP_NAMES[k]} c{c} {'->' if k == Op.SEND else '<-'} {p}"
+            events.append({"ph": "X", "pid": 0, "tid": r, "name": label, "cat": OP_NAMES[k],
+                           "ts": a * 1e6, "dur": max(b - a, 0.0) * 1e6, "args": {"nbytes": n, "chunk": c, "peer": p}})
+        chrome = {"traceEvents": events, "displayTimeUnit": "ms", "otherData": self.header.model_dump()}
+        if path is not None:
+            write_json_atomic(path, chrome)
+        return chrome
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a prediction differs from a measurement of the same plan (errors are relative and signed:
+    positive means the prediction was slower than what was measured)."""
+
+    predicted_s: float
+    measured_s: float
+    error: float  # (predicted - measured) / measured, end to end
+    op_end_error_median: float  # median over ops of |t_end error| / measured duration
+    op_end_error_p95: float
+    rank_end_error_max: float  # worst rank's |finish time error| / measured duration
+
+
+def compare(predicted: Trace, measured: Trace) -> Comparison:
+    """Align two traces of the same plan row by row and report end-to-end and per-op error."""
+    if len(predicted) != len(measured) or not (
+        np.array_equal(predicted.rank, measured.rank) and np.array_equal(predicted.op, measured.op)
+        and np.array_equal(predicted.chunk, measured.chunk)
+    ):
+        raise UserError(f"compare: traces are of different plans ({predicted.header.plan}, {len(predicted)} ops "
+                        f"vs {measured.header.plan}, {len(measured)} ops)")
+    p_s, m_s = predicted.duration_s, measured.duration_s
+    scale = m_s if m_s > 0 else 1.0
+    op_err = np.abs(predicted.t_end - measured.t_end) / scale if len(measured) else np.zeros(1)
+    rank_err = np.abs(predicted.rank_end_s() - measured.rank_end_s()) / scale
+    return Comparison(
+        predicted_s=p_s, measured_s=m_s, error=(p_s - m_s) / scale,
+        op_end_error_median=float(np.median(op_err)), op_end_error_p95=float(np.percentile(op_err, 95)),
+        rank_end_error_max=float(rank_err.max(initial=0.0)),
+    )
