@@ -16,7 +16,9 @@ _NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _SIZE_RE = re.compile(rf"^{_NUMBER}\s*([kmgtp]i?)?(b|bytes?)?$", re.IGNORECASE)
 _RATE_RE = re.compile(rf"^{_NUMBER}\s*([kmgtp]i?)?(b|bit|bits|bps|b/s|bit/s|bytes?/s)?$", re.IGNORECASE)
 _TIME_RE = re.compile(rf"^{_NUMBER}\s*(s|ms|us|µs|ns|min|h)?$")
-_TIME_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0, None: 1.0}
+# (multiply, divide): dividing by 1e6 gives 4e-05 exactly where multiplying by 1e-6 does not
+_TIME_UNIT = {"s": (1, 1), "ms": (1, 1e3), "us": (1, 1e6), "µs": (1, 1e6), "ns": (1, 1e9), "min": (60, 1),
+              "h": (3600, 1), None: (1, 1)}
 
 
 def _number(value, what: str):
@@ -69,7 +71,8 @@ def parse_seconds(value: str | int | float, what: str = "time") -> float:
     m = _TIME_RE.match(str(value).strip())
     if not m:
         raise UserError(f"{what}: cannot parse {value!r} as a duration (e.g. 5us, 1.5ms, 2s)")
-    return float(m.group(1)) * _TIME_UNIT[m.group(2)]
+    mul, div = _TIME_UNIT[m.group(2)]
+    return float(m.group(1)) * mul / div
 
 
 def format_bytes(nbytes: float) -> str:

@@ -161,6 +161,17 @@ def _btree_parents(p: int) -> np.ndarray:
     return up
 
 
+def double_binary_tree_parents(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parents in NCCL's two trees: the second is the first shifted by one rank (odd p) or mirrored (even p)."""
+    first = _btree_parents(p)
+    r = np.arange(p)
+    if p % 2:
+        shifted = first[(r - 1) % p]
+        return first, np.where(shifted < 0, -1, (shifted + 1) % p)
+    mirrored = first[p - 1 - r]
+    return first, np.where(mirrored < 0, -1, p - 1 - mirrored)
+
+
 def _tree_levels(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Height above the deepest leaf below and depth below the root, for every rank."""
     p = parent.shape[0]
@@ -196,14 +207,7 @@ def double_binary_tree(ranks: int, nbytes: int, chunks_per_tree: int = 1) -> Pla
     b = PlanBuilder("double_binary_tree", p, nbytes, chunks=2 * k, chunks_per_tree=k)
     if p == 1:
         return b.build()
-    first = _btree_parents(p)
-    r = np.arange(p)
-    if p % 2:
-        shifted = _btree_parents(p)[(r - 1) % p]
-        second = np.where(shifted < 0, -1, (shifted + 1) % p)
-    else:
-        mirrored = _btree_parents(p)[p - 1 - r]
-        second = np.where(mirrored < 0, -1, p - 1 - mirrored)
+    first, second = double_binary_tree_parents(p)
     levels = [_tree_levels(first), _tree_levels(second)]
     top = max(int(h.max()) for h, _ in levels)
     for t, parent in enumerate((first, second)):

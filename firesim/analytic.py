@@ -1,0 +1,190 @@
+"""Closed-form alpha-beta-gamma cost of every plan builder, vectorised with numpy for sweeps.
+
+alpha_s: latency per message (software + hops), beta_s_per_byte: 1 / link bandwidth, gamma_s_per_byte:
+reduction cost per byte at the receiver. Each formula is the time the plan *as our builder writes it*
+takes on a network without contention (a non-blocking switch) under the semantics of
+``firesim.plans.ir``, so the engine must agree with it; Thakur, Rabenseifner and Gropp (2005) give the
+textbook forms, and the docstrings say where ours differ (e.g. a parameter server whose replies leave one
+after another, as MPICH's sends do). Every argument broadcasts: pass arrays to sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from firesim.errors import UserError
+from firesim.plans.builders import canonical_name, double_binary_tree_parents, parse_algo
+
+
+def _ceil_log2(p):
+    p = np.asarray(p)
+    return np.where(p > 1, np.ceil(np.log2(np.maximum(p, 1))), 0)
+
+
+def ring_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte):
+    """2(p-1)(alpha + n/p beta) + (p-1) n/p gamma: p-1 reduce-scatter steps then p-1 all-gather steps."""
+    p = np.asarray(ranks, np.float64)
+    m = np.asarray(nbytes, np.float64) / p
+    return 2 * (p - 1) * (alpha_s + m * beta_s_per_byte) + (p - 1) * m * gamma_s_per_byte
+
+
+def binomial_reduce_time(size, hop_s, add_s):
+    """Time until the root of a binomial tree of ``size`` ranks holds the sum, exactly.
+
+    The root adds its children's sums in order, smallest subtree first, each arriving ``hop_s`` after that
+    child is done and costing ``add_s``. A full tree of 2^b ranks takes b (hop + add); adding the next set
+    bit b' of size on top of a tree T gives max(b' (hop + add), T + hop) + add. Vectorised over sizes.
+    """
+    size, hop_s, add_s = np.broadcast_arrays(np.asarray(size, np.int64), np.asarray(hop_s, np.float64),
+                                             np.asarray(add_s, np.float64))
+    t = np.zeros(size.shape)
+    seen = np.zeros(size.shape, bool)
+    for bit in range(int(size.max(initial=1)).bit_length()):
+        has = (size >> bit) & 1 == 1
+        full = bit * (hop_s + add_s)
+        t = np.where(has, np.where(seen, np.maximum(full, t + hop_s) + add_s, full), t)
+        seen |= has
+    return t
+
+
+def tree_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, chunks: int = 1):
+    """Binomial reduce then broadcast (the paper's reduction tree): ~ ceil(lg p)(2 alpha + 2 n beta + n gamma).
+
+    The reduce is computed exactly (for p not a power of two the root's last child has a smaller subtree);
+    the broadcast is ceil(lg p) sequential sends from the root. With chunks > 1 the pipelined estimate
+    (depth + chunks - 1) stages of n/chunks is used.
+    """
+    p = np.asarray(ranks, np.int64)
+    m = np.asarray(nbytes, np.float64) / chunks
+    depth = _ceil_log2(p)
+    if chunks == 1:
+        hop = alpha_s + m * beta_s_per_byte
+        return binomial_reduce_time(p, hop, m * gamma_s_per_byte) + depth * hop
+    return np.where(p > 1, (depth + chunks - 1) * (2 * alpha_s + 2 * m * beta_s_per_byte + m * gamma_s_per_byte), 0.0)
+
+
+def ps_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, servers: int = 1, colocated: bool = True):
+    """Parameter server with ``servers`` shards of n/s bytes (chunks = servers).
+
+    Push: every worker sends each shard at once, so a server's link carries p-1 (co-located) or p
+    (dedicated) flows and a worker's carries up to s: alpha + max(in, out) n/s beta. The server then adds the
+    shards one by one ((p-1) n/s gamma) and sends the sum back to each worker in turn (each worker hears
+    from one server at a time): (p-1) or p times (alpha + n/s beta).
+    """
+    p = np.asarray(ranks, np.float64)
+    s = float(servers)
+    m = np.asarray(nbytes, np.float64) / s
+    if colocated:
+        incast = p - 1
+        out_flows = np.where(p > s, s, s - 1)
+        replies = p - 1
+    else:
+        incast = p
+        out_flows = np.full_like(p, s)
+        replies = p
+    push = alpha_s + np.maximum(incast, out_flows) * m * beta_s_per_byte
+    t = push + (p - 1) * m * gamma_s_per_byte + replies * (alpha_s + m * beta_s_per_byte)
+    return np.where(p > 1, t, 0.0) if colocated else t
+
+
+def halving_doubling_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte):
+    """Rabenseifner: 2 lg p' alpha + 2 (p'-1)/p' n beta + (p'-1)/p' n gamma with p' = 2^floor(lg p);
+    for p != p' add the pre-step (alpha + n beta + n gamma) and the post-step (alpha + n beta)."""
+    p = np.asarray(ranks, np.int64)
+    pow2 = np.left_shift(1, np.floor(np.log2(np.maximum(p, 1))).astype(np.int64)).astype(np.float64)
+    steps = np.log2(pow2)
+    n = np.asarray(nbytes, np.float64)
+    frac = (pow2 - 1) / pow2
+    core = 2 * steps * alpha_s + 2 * frac * n * beta_s_per_byte + frac * n * gamma_s_per_byte
+    extra = np.where(p != pow2, 2 * alpha_s + 2 * n * beta_s_per_byte + n * gamma_s_per_byte, 0.0)
+    return core + extra
+
+
+def double_binary_tree_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, chunks_per_tree: int = 1):
+    """Two binary trees on n/2 each (NCCL). Estimate: a tree of depth D costs D stages up and D down; a stage
+    moves n/(2k) from each of two children (they share the parent's link) or to two children in turn.
+    ~ 2 (D + k - 1)(alpha + n/k beta) + (D + k - 1) n/k gamma."""
+    p = np.asarray(ranks, np.int64)
+    stages = _ceil_log2(p) + chunks_per_tree - 1  # both trees are ceil(lg p) deep (checked in the tests)
+    m = np.asarray(nbytes, np.float64) / (2 * chunks_per_tree)
+    return np.where(p > 1, 2 * stages * (alpha_s + 2 * m * beta_s_per_byte) + stages * 2 * m * gamma_s_per_byte, 0.0)
+
+
+FORMULAS: dict[str, Callable] = {
+    "ring": ring_time,
+    "tree": tree_time,
+    "ps": ps_time,
+    "halving_doubling": halving_doubling_time,
+    "double_binary_tree": double_binary_tree_time,
+}
+
+
+def hierarchical_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, *, ranks_per_node: int,
+                      inter: str = "ring", intra: str = "tree", intra_params: tuple[float, float, float] | None = None,
+                      **inter_options):
+    """Reduce inside each node, all-reduce across the node leaders, broadcast inside each node.
+
+    alpha/beta/gamma are the inter-node figures; ``intra_params`` = (alpha_s, beta_s_per_byte,
+    gamma_s_per_byte) inside a node (defaults to the same). Assumes full nodes.
+    """
+    a_in, b_in, g_in = intra_params or (alpha_s, beta_s_per_byte, gamma_s_per_byte)
+    g = int(ranks_per_node)
+    nodes = np.ceil(np.asarray(ranks, np.float64) / g)
+    n = np.asarray(nbytes, np.float64)
+    if intra == "tree":
+        depth = float(np.ceil(np.log2(g))) if g > 1 else 0.0
+        local = (binomial_reduce_time(g, a_in + n * b_in, n * g_in)) + depth * (a_in + n * b_in)
+    else:
+        local = (a_in + (g - 1) * n * b_in + (g - 1) * n * g_in + a_in + (g - 1) * n * b_in) if g > 1 else 0.0
+    return local + allreduce_time(inter, nodes, n, alpha_s, beta_s_per_byte, gamma_s_per_byte, **inter_options)
+
+
+def allreduce_time(algo: str, ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, **options):
+    """Seconds for one all-reduce of ``nbytes`` over ``ranks`` ranks with algorithm ``algo`` (a builder name,
+    options as keywords or in the name: 'ps:servers=4')."""
+    name, parsed = parse_algo(algo)
+    parsed.update(options)
+    if np.any(np.asarray(ranks) < 1):
+        raise UserError("ranks: must be >= 1")
+    if np.any(np.asarray(nbytes) < 0):
+        raise UserError("nbytes: must be >= 0")
+    fn = hierarchical_time if name == "hierarchical" else FORMULAS[name]
+    return fn(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, **parsed)
+
+
+def bytes_sent(algo: str, ranks: int, nbytes: int, **options) -> np.ndarray:
+    """Bytes each rank sends under the formula's model (tests check this equals the plan's count)."""
+    name, parsed = parse_algo(algo)
+    parsed.update(options)
+    p, n = int(ranks), float(nbytes)
+    r = np.arange(p)
+    if name == "ring":
+        return np.full(p, 2 * (p - 1) * n / p)
+    if name == "tree":
+        depth = int(np.ceil(np.log2(p)))
+        level = np.where(r == 0, depth, np.log2(np.maximum(r & -r, 1)).astype(int))
+        children = sum(((j < level) & (r + (1 << j) < p)).astype(int) for j in range(depth))
+        return n * ((r != 0) + children)
+    if name == "ps":
+        s = int(parsed.get("servers", 1))
+        if parsed.get("colocated", True):
+            return np.where(r < s, (s - 1) * n / s + (p - 1) * n / s, n)
+        return np.concatenate([np.full(p, n), np.full(s, p * n / s)])
+    if name == "halving_doubling":
+        pow2 = 1 << (p.bit_length() - 1)
+        rem = p - pow2
+        core = 2 * (pow2 - 1) / pow2 * n
+        out = np.full(p, core)
+        out[: 2 * rem : 2] = n  # even ranks of the pairs only hand their buffer over
+        out[1 : 2 * rem : 2] = core + n
+        return out
+    if name == "double_binary_tree":
+        out = np.zeros(p)
+        m = n / 2
+        first, second = double_binary_tree_parents(p)
+        for parent in (first, second):
+            out += m * (parent >= 0) + m * np.bincount(parent[parent >= 0], minlength=p)
+        return out
+    raise UserError(f"bytes_sent: no closed form for {canonical_name(algo)}")

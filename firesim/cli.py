@@ -1,0 +1,318 @@
+"""`firesim`: predict training time and collective cost, show plans, list hardware and models.
+
+Every command takes ``--json`` for machine-readable output. Bad input exits with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from firesim.errors import UserError
+from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
+from firesim.plans import build, canonical_name, parse_algo, verify
+from firesim.training import predict as predict_training
+from firesim.units import format_bytes, parse_bytes
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Predict how fast a network trains on a GPU cluster, and which gradient exchange wins.")
+plans_app = typer.Typer(no_args_is_help=True, help="Inspect and check communication plans.")
+hardware_app = typer.Typer(no_args_is_help=True, help="The hardware catalog.")
+models_app = typer.Typer(no_args_is_help=True, help="The model zoo's saved profiles.")
+app.add_typer(plans_app, name="plans")
+app.add_typer(hardware_app, name="hardware")
+app.add_typer(models_app, name="models")
+console = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
+    values: list[int] = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        lo, colon, hi = part.partition(":")
+        try:
+            if colon:
+                start, stop = int(lo), int(hi)
+                if start < 1 or stop < start:
+                    raise ValueError
+                while start <= stop:
+                    values.append(start)
+                    start *= 2
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise UserError(f"{what}: cannot parse {part!r} (e.g. 1,32,128 or 1:128)") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what}: need integers >= 1, got {text!r}")
+    return values
+
+
+def parse_sizes(text: str, what: str = "size") -> list[int]:
+    """'1KiB:1MiB' doubles from 1 KiB to 1 MiB; '4MiB,16MiB' lists; sizes must be > 0."""
+    sizes: list[int] = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        lo, colon, hi = part.partition(":")
+        if colon:
+            start, stop = parse_bytes(lo, what), parse_bytes(hi, what)
+            if start < 1 or stop < start:
+                raise UserError(f"{what}: range {part!r} must go up from a size >= 1 byte")
+            while start <= stop:
+                sizes.append(start)
+                start *= 2
+        else:
+            sizes.append(parse_bytes(part, what))
+    if not sizes or min(sizes) < 1:
+        raise UserError(f"{what}: need sizes > 0, got {text!r}")
+    return sizes
+
+
+def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callable]]) -> Table:
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for _, header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    for rec in records:
+        table.add_row(*(fmt(rec[key]) for key, _, fmt in columns))
+    return table
+
+
+def _seconds(x: float) -> str:
+    """Compact durations for tables: 8.78s, 775ms, 26.1h."""
+    if x == 0:
+        return "0"
+    for unit, scale in (("d", 86400.0), ("h", 3600.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(x) >= scale and not (unit == "d" and x < 4 * 86400):
+            return f"{x / scale:.3g}{unit}"
+    return f"{x * 1e9:.3g}ns"
+
+
+def _dollars(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.0f}"
+
+
+def _emit(records: list[dict], as_json: bool, table: Table) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    else:
+        console.print(table)
+
+
+def _cluster(hardware: str, catalog: Path | None):
+    return resolve_cluster(hardware, load_catalog(catalog) if catalog else None)
+
+
+def _profile(name: str):
+    from models.catalog import load_profile
+
+    return load_profile(name)
+
+
+CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Extra YAML that overrides or adds catalog entries.")]
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Model from `firesim models list`.")] = "googlenet",
+    hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
+    gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
+    algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
+    batch: Annotated[int | None, typer.Option(help="Global batch (split over the GPUs).")] = None,
+    batch_per_gpu: Annotated[int | None, typer.Option(help="Batch per GPU (global batch grows with GPUs).")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs to train.")] = 90.0,
+    baseline_batch: Annotated[int, typer.Option(help="Batch of the one-GPU run that speedup compares against.")] = 32,
+    dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
+    overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
+    bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
+    hardware_catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm."""
+    if batch is None and batch_per_gpu is None:
+        batch = 1024
+    profile = _profile(model)
+    cluster = _cluster(hardware, hardware_catalog)
+    gpu_counts = parse_int_list(gpus, "gpus")
+    algos = [a.strip() for a in algo.split(",") if a.strip()]
+    for a in algos:
+        canonical_name(parse_algo(a)[0])
+    records = [
+        predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
+                         baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
+                         bucket_nbytes=parse_bytes(bucket_size, "bucket-size")).record()
+        for g in gpu_counts for a in algos
+    ]
+    title = (f"{model} on {cluster.name}, batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
+             f"(speedup vs 1 GPU at batch {baseline_batch})")
+    table = _table(title, records, [
+        ("gpus", "gpus", str), ("algo", "algo", str),
+        ("compute_s", "compute", _seconds), ("comm_s", "comm", _seconds), ("exposed_comm_s", "exposed", _seconds),
+        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"),
+        ("efficiency", "eff", lambda x: f"{x:.0%}"), ("time_to_train_s", "train", _seconds),
+        ("cost", "cost", _dollars)])
+    _emit(records, as_json, table)
+
+
+def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
+    name, options = parse_algo(algo)
+    from firesim.training import allreduce_seconds
+
+    time_s = float(allreduce_seconds(cluster, ranks, nbytes, algo))
+    algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
+    return {"algo": algo, "ranks": ranks, "nbytes": nbytes, "time_s": time_s, "algbw_GBps": algbw,
+            "busbw_GBps": algbw * 2 * (ranks - 1) / ranks, "hardware": cluster.name}
+
+
+@app.command()
+def collective(
+    algo: Annotated[str, typer.Option(help="Algorithms, comma-separated.")] = "ring",
+    ranks: Annotated[str, typer.Option(help="Rank counts: 8 or 2:64.")] = "8",
+    size: Annotated[str, typer.Option(help="Buffer sizes: 1GiB or 1KiB:1GiB (doubling).")] = "1GiB",
+    hardware: Annotated[str, typer.Option(help="Preset or YAML.")] = "dgx-a100",
+    hardware_catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """All-reduce time, algbw and busbw (nccl-tests definitions) predicted in closed form."""
+    cluster = _cluster(hardware, hardware_catalog)
+    records = [_collective_record(a.strip(), p, n, cluster)
+               for a in algo.split(",") if a.strip()
+               for p in parse_int_list(ranks, "ranks") for n in parse_sizes(size)]
+    table = _table(f"all-reduce on {cluster.name} (predicted)", records, [
+        ("algo", "algo", str), ("ranks", "ranks", str), ("nbytes", "size", format_bytes),
+        ("time_s", "time", _seconds), ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"),
+        ("busbw_GBps", "busbw GB/s", lambda x: f"{x:.2f}")])
+    _emit(records, as_json, table)
+
+
+@app.command()
+def sweep(
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .json.")],
+    model: Annotated[str, typer.Option(help="Models, comma-separated.")] = "googlenet,nin",
+    hardware: Annotated[str, typer.Option(help="Presets or YAMLs, comma-separated.")] = "titan",
+    gpus: Annotated[str, typer.Option(help="GPU counts.")] = "1:128",
+    algo: Annotated[str, typer.Option(help="Algorithms.")] = "tree,ps,ring",
+    batch: Annotated[str, typer.Option(help="Global batches, comma-separated.")] = "256,1024",
+    epochs: Annotated[float, typer.Option(help="Epochs.")] = 90.0,
+    hardware_catalog: CatalogOpt = None,
+) -> None:
+    """Predict a whole grid (models x hardware x GPUs x algorithms x batches) into a CSV or JSON file."""
+    if out.suffix not in (".csv", ".json"):
+        raise UserError(f"out: must end in .csv or .json, got {out.name!r}")
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    clusters = [_cluster(h.strip(), hardware_catalog) for h in hardware.split(",") if h.strip()]
+    profiles = [_profile(m) for m in models]
+    records = []
+    for profile in profiles:
+        for cluster in clusters:
+            for g in parse_int_list(gpus, "gpus"):
+                for a in (x.strip() for x in algo.split(",") if x.strip()):
+                    for b in parse_int_list(batch, "batch"):
+                        if b >= g:
+                            records.append(predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record())
+    from firesim.plans import write_json_atomic
+
+    if out.suffix == ".json":
+        write_json_atomic(out, records)
+    else:
+        tmp = out.with_name(f".{out.name}.tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["model"])
+            writer.writeheader()
+            writer.writerows(records)
+        tmp.replace(out)
+    console.print(f"wrote {len(records)} predictions to {out}")
+
+
+@plans_app.command("show")
+def plans_show(
+    algo: Annotated[str, typer.Argument(help="Algorithm, e.g. ring or ps:servers=2.")],
+    ranks: Annotated[int, typer.Option(help="Number of ranks.")] = 4,
+    size: Annotated[str, typer.Option(help="Buffer size.")] = "1MiB",
+    as_json: JsonOpt = False,
+) -> None:
+    """Print every rank's program (op, chunk, peer, bytes)."""
+    if ranks < 1:
+        raise UserError(f"ranks: must be >= 1, got {ranks}")
+    plan = build(algo, ranks, parse_bytes(size))
+    verify(plan)
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_dict()) + "\n")
+        return
+    nbytes = plan.op_nbytes()
+    console.print(f"[bold]{plan.name}[/bold]: {plan.ranks} ranks ({plan.workers} workers), "
+                  f"{format_bytes(plan.nbytes)} in {plan.chunks} chunks, {plan.n_ops} ops — verified")
+    for r in range(plan.ranks):
+        lo = int(plan.offsets[r])
+        steps = []
+        for i, (op, chunk, span, peer, seconds) in enumerate(plan.program(r)):
+            chunks = f"c{chunk}" if span == 1 else f"c{chunk}..{chunk + span - 1}"
+            arrow = {"send": "->", "recv": "<-", "reduce": "<+"}.get(op)
+            steps.append(f"{op} {chunks} {arrow} {peer} ({format_bytes(nbytes[lo + i])})" if arrow else
+                         f"compute {seconds:g}s")
+        console.print(f"rank {r}: " + "; ".join(steps))
+
+
+@plans_app.command("verify")
+def plans_verify(
+    algo: Annotated[str, typer.Argument(help="Algorithm.")],
+    ranks: Annotated[str, typer.Option(help="Rank counts: 1:64 or 3,5,7.")] = "1:64",
+) -> None:
+    """Prove the plan correct (every rank ends with the full sum, nothing counted twice, no deadlock)."""
+    counts = parse_int_list(ranks, "ranks")
+    for p in counts:
+        verify(build(algo, p, 4 * p))
+    console.print(f"{algo}: verified for ranks {', '.join(map(str, counts))}")
+
+
+@hardware_app.command("list")
+def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
+    """Cluster presets with their cost-model figures."""
+    records = []
+    for c in list_presets(load_catalog(hardware_catalog) if hardware_catalog else None):
+        inter = comm_params(c, "inter")
+        records.append({"name": c.name, "gpu": c.gpu.name, "gpus_per_node": c.gpus_per_node,
+                        "inter_node_link": c.inter_node_link.name, "alpha_s": inter.alpha_s,
+                        "bandwidth_GBps": 1 / inter.beta_s_per_byte / 1e9,
+                        "price_per_gpu_hour_usd": price_per_gpu_hour(c), "description": c.description})
+    table = _table("cluster presets", records, [
+        ("name", "preset", str), ("gpu", "gpu", str), ("gpus_per_node", "gpus/node", str),
+        ("inter_node_link", "inter-node link", str), ("alpha_s", "alpha", _seconds),
+        ("bandwidth_GBps", "GB/s per GPU", lambda x: f"{x:.2f}"),
+        ("price_per_gpu_hour_usd", "$/GPU-h", lambda x: "-" if x is None else f"{x:.2f}")])
+    _emit(records, as_json, table)
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """Models with saved profiles: parameters, forward FLOPs, dataset."""
+    from models.catalog import list_profiles
+
+    records = []
+    for name in list_profiles():
+        p = _profile(name)
+        records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
+                        "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
+    table = _table("model zoo", records, [
+        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.2f} M"),
+        ("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
+        ("dataset", "dataset", str), ("layers", "layers", str)])
+    _emit(records, as_json, table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except UserError as err:
+        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+

@@ -1,0 +1,79 @@
+"""The closed-form iteration and time-to-train model."""
+
+import pytest
+
+from firesim import analytic
+from firesim.errors import UserError
+from firesim.hardware import comm_params, compute_flops, resolve_cluster
+from firesim.training import allreduce_seconds, gradient_buckets, iteration, predict
+from models.catalog import load_profile
+
+GOOGLENET = load_profile("googlenet")
+TITAN = resolve_cluster("titan")
+
+
+def test_buckets_follow_ddp_and_cover_every_gradient():
+    buckets = gradient_buckets(GOOGLENET, bucket_nbytes=4 << 20, first_bucket_nbytes=1 << 20)
+    assert sum(b.nbytes for b in buckets) == GOOGLENET.params * 4
+    assert buckets[0].nbytes >= 1 << 20 and all(b.nbytes >= 4 << 20 for b in buckets[1:-1])
+    assert buckets[0].layers[0] == GOOGLENET.layers[-1].name  # backward starts at the last layer
+    fractions = [b.ready_fraction for b in buckets]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_one_gpu_has_no_communication():
+    it = iteration(GOOGLENET, TITAN, 1, 32, "ring")
+    assert it.comm_s == 0 and it.iteration_s == it.compute_s
+    assert it.compute_s == pytest.approx(3 * GOOGLENET.fwd_flops * 32 / compute_flops(TITAN, "fp32", 32))
+
+
+def test_without_overlap_the_whole_gradient_is_exposed():
+    it = iteration(GOOGLENET, TITAN, 64, 16, "tree", overlap=False)
+    c = comm_params(TITAN)
+    expect = analytic.allreduce_time("tree", 64, GOOGLENET.params * 4, c.alpha_s, c.beta_s_per_byte, c.gamma_s_per_byte)
+    assert it.exposed_comm_s == pytest.approx(expect) and it.iteration_s == pytest.approx(it.compute_s + expect)
+
+
+def test_overlap_hides_communication_behind_backward():
+    with_overlap = iteration(GOOGLENET, TITAN, 64, 16, "tree")
+    without = iteration(GOOGLENET, TITAN, 64, 16, "tree", overlap=False)
+    assert with_overlap.exposed_comm_s < without.exposed_comm_s
+    assert with_overlap.exposed_comm_s <= with_overlap.comm_s
+
+
+def test_time_to_train_speedup_and_cost():
+    dgx = resolve_cluster("dgx-a100")
+    row = predict(GOOGLENET, dgx, 16, "ring", batch=512, epochs=10)
+    assert row.iterations == pytest.approx(10 * GOOGLENET.train_images / 512)
+    assert row.time_to_train_s == pytest.approx(row.iterations * row.iteration_s)
+    assert row.efficiency == pytest.approx(row.speedup / 16)
+    assert row.cost == pytest.approx(16 * 5.12 * row.time_to_train_s / 3600)
+    assert predict(GOOGLENET, TITAN, 4, "ring", batch=64).cost is None
+
+
+def test_firecaffe_shape_ps_collapses_and_tree_scales():
+    """The paper's claim: at 128 GPUs a parameter server's O(p) traffic dominates, a tree's does not."""
+    ps = predict(GOOGLENET, TITAN, 128, "ps", batch=1024, epochs=72)
+    tree = predict(GOOGLENET, TITAN, 128, "tree", batch=1024, epochs=72)
+    assert tree.speedup > 2 * ps.speedup
+    assert 20 < tree.speedup < 128
+
+
+def test_intra_node_collectives_use_the_node_link():
+    dgx = resolve_cluster("dgx-a100")
+    intra, inter = comm_params(dgx, "intra"), comm_params(dgx, "inter")
+    n = 1e8
+    assert allreduce_seconds(dgx, 8, n, "ring") == pytest.approx(
+        analytic.allreduce_time("ring", 8, n, intra.alpha_s, intra.beta_s_per_byte, intra.gamma_s_per_byte))
+    assert allreduce_seconds(dgx, 16, n, "ring") == pytest.approx(
+        analytic.allreduce_time("ring", 16, n, inter.alpha_s, inter.beta_s_per_byte, inter.gamma_s_per_byte))
+    assert allreduce_seconds(dgx, 64, n, "hierarchical") < allreduce_seconds(dgx, 64, n, "tree")
+
+
+def test_bad_input_is_a_user_error():
+    with pytest.raises(UserError, match="at least 1"):
+        predict(GOOGLENET, TITAN, 2048, "ring", batch=1024)
+    with pytest.raises(UserError, match="exactly one"):
+        predict(GOOGLENET, TITAN, 2, "ring", batch=64, batch_per_gpu=32)
+    with pytest.raises(UserError, match="epochs"):
+        predict(GOOGLENET, TITAN, 2, "ring", batch=64, epochs=0)
