@@ -19,7 +19,7 @@ demo: install
 
 # pytest exits 5 when it collected nothing: that is not a failure of the project.
 test: install
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q --nbmake tests notebooks; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 bench: install
 	$(PY) -m bench
