@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from firesim.config import read_yaml
 from firesim.errors import UserError
 from firesim.units import parse_bytes, parse_rate, parse_seconds
 
@@ -278,23 +279,6 @@ def _validate(model: type[_Model], data: Any, label_for: Callable[[tuple], str])
         raise UserError(_validation_message(exc, label_for)) from None
 
 
-def _read_yaml(path: Path) -> Any:
-    label = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{label}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(_one_line(f"{label}: invalid YAML at {where}: {problem}")) from None
-
-
 # ------------------------------------------------------------------------------------------ catalog loading
 def _packaged_path() -> Path:
     return Path(str(resources.files("firesim") / "data" / "hardware.yaml"))
@@ -363,7 +347,7 @@ def _inline_refs(cluster: dict, gpus: Mapping[str, Any], links: Mapping[str, Any
 def _packaged() -> tuple[dict, Catalog]:
     """The packaged file, parsed and validated once per process (raw form kept for merging user files)."""
     path = _packaged_path()
-    raw = _catalog_sections(_read_yaml(path), str(path))
+    raw = _catalog_sections(read_yaml(path), str(path))
     return raw, _build_catalog(raw, {}, str(path))
 
 
@@ -399,7 +383,7 @@ def load_catalog(*extra_yaml_paths: str | os.PathLike) -> Catalog:
     origin: dict[tuple[str, str], str] = {}
     for path in extra_yaml_paths:
         label = str(path)
-        for section, entries in _catalog_sections(_read_yaml(Path(path)), label).items():
+        for section, entries in _catalog_sections(read_yaml(Path(path)), label).items():
             table = merged.setdefault(section, {})
             for name, entry in entries.items():
                 table[name] = _merge(table.get(name, {}), entry)
@@ -423,7 +407,7 @@ def resolve_cluster(spec: str | os.PathLike, catalog: Catalog | None = None) -> 
 
 def _load_cluster_file(path: Path, catalog: Catalog) -> Cluster:
     label = str(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{label}: expected a mapping (a cluster with 'gpu', or kind: profile)")
     kind = data.get("kind", "cluster")
@@ -442,7 +426,7 @@ def _load_cluster_file(path: Path, catalog: Catalog) -> Cluster:
 def load_profile(path: str | os.PathLike) -> HardwareProfile:
     """Read a profile written by ``save_profile``."""
     label = str(path)
-    data = _read_yaml(Path(path))
+    data = read_yaml(Path(path))
     if not isinstance(data, dict):
         raise UserError(f"{label}: expected a mapping with kind: profile")
     return _validate(HardwareProfile, data, lambda loc: label)

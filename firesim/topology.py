@@ -70,6 +70,7 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from firesim.config import read_yaml
 from firesim.errors import UserError
 from firesim.units import parse_rate, parse_seconds
 
@@ -713,22 +714,6 @@ def _pydantic_line(err: ValidationError) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such topology file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
-
-
 def load_topology(path: str | os.PathLike, latency_s: float = 0.0) -> nx.Graph:
     """Read and validate a YAML topology file (format in the module doc) into a graph.
 
@@ -737,7 +722,7 @@ def load_topology(path: str | os.PathLike, latency_s: float = 0.0) -> nx.Graph:
     or self link, a zero, negative or unparsable rate, a host not connected to the others.
     """
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path, "topology file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with hosts: and links:, got {type(data).__name__}")
     try:

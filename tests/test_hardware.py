@@ -247,7 +247,7 @@ BAD = {
     "bad-topology": ("clusters:\n  titan: {topology: hypercube}\n", "clusters.titan.topology", "torus3d"),
     "intra-without-gpus": ("clusters:\n  titan: {intra_node_link: nvlink2}\n", "clusters.titan",
                            "intra_node_link"),
-    "malformed": ("gpus:\n  k20x: {peak_flops: [1, 2\n", "invalid YAML at line", "line"),
+    "malformed": ("gpus:\n  k20x: {peak_flops: [1, 2\n", "malformed YAML at line", "line"),
     "not-a-mapping": ("- just\n- a list\n", "expected a mapping", "gpus"),
 }
 
