@@ -36,10 +36,15 @@ console = Console()
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")]
 
 
+def split_list(text: str) -> list[str]:
+    """'tree, ps,,ring' -> ['tree', 'ps', 'ring']."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def parse_int_list(text: str, what: str) -> list[int]:
     """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
     values: list[int] = []
-    for part in filter(None, (x.strip() for x in text.split(","))):
+    for part in split_list(text):
         lo, colon, hi = part.partition(":")
         try:
             if colon:
@@ -61,7 +66,7 @@ def parse_int_list(text: str, what: str) -> list[int]:
 def parse_sizes(text: str, what: str = "size") -> list[int]:
     """'1KiB:1MiB' doubles from 1 KiB to 1 MiB; '4MiB,16MiB' lists; sizes must be > 0."""
     sizes: list[int] = []
-    for part in filter(None, (x.strip() for x in text.split(","))):
+    for part in split_list(text):
         lo, colon, hi = part.partition(":")
         if colon:
             start, stop = parse_bytes(lo, what), parse_bytes(hi, what)
@@ -142,7 +147,7 @@ def predict(
     profile = _profile(model)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
-    algos = [a.strip() for a in algo.split(",") if a.strip()]
+    algos = split_list(algo)
     for a in algos:
         canonical_name(parse_algo(a)[0])
     records = [
@@ -183,8 +188,8 @@ def collective(
 ) -> None:
     """All-reduce time, algbw and busbw (nccl-tests definitions) predicted in closed form."""
     cluster = _cluster(hardware, hardware_catalog)
-    records = [_collective_record(a.strip(), p, n, cluster)
-               for a in algo.split(",") if a.strip()
+    records = [_collective_record(a, p, n, cluster)
+               for a in split_list(algo)
                for p in parse_int_list(ranks, "ranks") for n in parse_sizes(size)]
     table = _table(f"all-reduce on {cluster.name} (predicted)", records, [
         ("algo", "algo", str), ("ranks", "ranks", str), ("nbytes", "size", format_bytes),
@@ -207,14 +212,14 @@ def sweep(
     """Predict a whole grid (models x hardware x GPUs x algorithms x batches) into a CSV or JSON file."""
     if out.suffix not in (".csv", ".json"):
         raise UserError(f"out: must end in .csv or .json, got {out.name!r}")
-    models = [m.strip() for m in model.split(",") if m.strip()]
-    clusters = [_cluster(h.strip(), hardware_catalog) for h in hardware.split(",") if h.strip()]
+    models = split_list(model)
+    clusters = [_cluster(h, hardware_catalog) for h in split_list(hardware)]
     profiles = [_profile(m) for m in models]
     records = []
     for profile in profiles:
         for cluster in clusters:
             for g in parse_int_list(gpus, "gpus"):
-                for a in (x.strip() for x in algo.split(",") if x.strip()):
+                for a in split_list(algo):
                     for b in parse_int_list(batch, "batch"):
                         if b >= g:
                             records.append(predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record())
