@@ -11,14 +11,20 @@ This module is the fast closed-form path; ``simulate_iteration`` plays the same 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import networkx as nx
 import numpy as np
 
 from firesim import analytic
+from firesim import topology as topo
+from firesim.engine import simulate
 from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params, compute_flops, price_per_gpu_hour
-from firesim.plans import canonical_name, parse_algo
+from firesim.plans import Op, Plan, build, canonical_name, parse_algo
+from firesim.trace import Trace
 from models.catalog import ModelProfile
 
 DDP_BUCKET_NBYTES = 25 * 2**20
@@ -173,3 +179,219 @@ def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, ba
         iteration_s=it.iteration_s, iterations=iterations, speedup=base_s / time_s, efficiency=base_s / time_s / gpus,
         time_to_train_s=time_s, cost=None if price is None else price * gpus * time_s / 3600.0,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same iteration played on the engine: backward emits the buckets rank by rank, each bucket's plan runs
+# on the cluster's topology while backward goes on, ranks may differ in speed, links may be overridden.
+
+
+@dataclass(frozen=True)
+class Stragglers:
+    """Seeded random compute slowdowns: each rank is a straggler with ``probability`` (its compute takes
+    ``slowdown`` times longer), and every rank's speed is further multiplied by exp(N(0, ``jitter``))."""
+
+    probability: float = 0.0
+    slowdown: float = 2.0
+    jitter: float = 0.0
+
+    def speeds(self, gpus: int, seed: int) -> np.ndarray:
+        """Per-rank speed factors (1 = nominal) drawn from ``seed``."""
+        if not 0 <= self.probability <= 1:
+            raise UserError(f"stragglers: probability must be in [0, 1], got {self.probability!r}")
+        if not self.slowdown >= 1:
+            raise UserError(f"stragglers: slowdown must be >= 1, got {self.slowdown!r}")
+        if not self.jitter >= 0:
+            raise UserError(f"stragglers: jitter must be >= 0, got {self.jitter!r}")
+        rng = np.random.default_rng(seed)
+        slow = rng.random(gpus) < self.probability
+        return np.where(slow, 1.0 / self.slowdown, 1.0) * np.exp(rng.normal(0.0, self.jitter, gpus))
+
+
+@dataclass(frozen=True)
+class SimulatedIteration:
+    """One iteration played on the engine; times from the start of forward, per rank where it matters."""
+
+    gpus: int
+    algo: str
+    batch_per_gpu: float
+    compute_s: float  # forward + backward on one GPU at nominal speed
+    iteration_s: float  # until the last rank finished its optimizer step
+    exposed_comm_s: float  # iteration_s minus the slowest rank's own compute (forward, backward, optimizer)
+    rank_speed: np.ndarray  # the compute speed factors used (stragglers included)
+    rank_end_s: np.ndarray  # when each rank (workers, then any dedicated servers) finished its last step
+    bucket_nbytes: tuple[int, ...]
+    bucket_ready_s: np.ndarray  # [bucket, rank]: backward has produced the bucket (dedicated servers: 0)
+    bucket_done_s: np.ndarray  # [bucket, rank]: its all-reduce has finished at the rank
+    trace: Trace
+
+
+def cluster_topology(cluster: Cluster, gpus: int) -> nx.Graph:
+    """The cluster's network for ``gpus`` GPUs, for the engine.
+
+    Links get their class's bandwidth and efficiency. A link class's latency is end to end (e.g. MPI
+    latency), so half of it sits on each access link (host or NIC to the first switch) and switch-to-switch
+    links get none: a message pays it once, as in ``comm_params``. One GPU per node: hosts on the cluster's
+    fabric (star, fat tree, torus, dragonfly, ring). Several: an NVSwitch per node and, with one NIC per
+    GPU, a rail-optimised leaf-spine fabric; otherwise the node's NICs bundled into one link to a switch.
+    """
+    if gpus < 1:
+        raise UserError(f"gpus: must be >= 1, got {gpus}")
+    inter, intra, gpn = cluster.inter_node_link, cluster.intra_node_link, cluster.gpus_per_node
+    if gpn == 1:
+        kind = cluster.topology
+        if kind in ("star", "switch"):
+            G = topo.star(gpus, inter.bandwidth_Bps, 0.0)
+        elif kind == "ring":
+            G = topo.ring(max(gpus, 1), inter.bandwidth_Bps, 0.0)
+        elif kind == "torus2d":
+            routers = max(1, math.ceil(gpus / 2))
+            x = math.ceil(math.sqrt(routers))
+            G = topo.from_spec(f"torus:dims={x}x{math.ceil(routers / x)}", gpus, bandwidth_Bps=inter.bandwidth_Bps)
+        else:
+            spec = {"fat-tree": "fat-tree", "torus3d": "torus", "dragonfly": "dragonfly"}[kind]
+            G = topo.from_spec(spec, gpus, bandwidth_Bps=inter.bandwidth_Bps)
+        hosts = set(G.graph["endpoints"]) | {u for u, r in G.nodes(data="role") if r == "host"}
+        for u, v, d in G.edges(data=True):
+            d["efficiency"] = inter.efficiency
+            d["latency_s"] = inter.latency_s / 2 if (u in hosts) != (v in hosts) else 0.0
+        G.graph["endpoints"] = G.graph["endpoints"][:gpus]
+        return G
+    nodes = math.ceil(gpus / gpn)
+    if cluster.nics_per_node == gpn:
+        G = topo.nvlink_leaf_spine(nodes, gpn, intra.bandwidth_Bps, inter.bandwidth_Bps, latency_s=0.0,
+                                   nvlink_latency_s=0.0)
+        for u, v, d in G.edges(data=True):
+            kinds = {G.nodes[u].get("kind"), G.nodes[v].get("kind")}
+            if "nvswitch" in kinds:
+                d.update(efficiency=intra.efficiency, latency_s=intra.latency_s / 2)
+            else:
+                d.update(efficiency=inter.efficiency,
+                         latency_s=inter.latency_s / 2 if "nic" in kinds and "gpu" not in
+                         {G.nodes[u]["role"], G.nodes[v]["role"]} else 0.0)
+    else:
+        G = nx.Graph(name=f"{cluster.name}-{nodes}x{gpn}", routing="shortest", endpoints=[])
+        G.add_node("fabric", role="switch")
+        for i in range(nodes):
+            G.add_node(f"n{i}", role="switch")
+            G.add_edge(f"n{i}", "fabric", bandwidth_Bps=cluster.nics_per_node * inter.bandwidth_Bps,
+                       efficiency=inter.efficiency, latency_s=inter.latency_s / 2)
+            for j in range(gpn):
+                G.add_node(f"n{i}/g{j}", role="gpu")
+                G.add_edge(f"n{i}/g{j}", f"n{i}", bandwidth_Bps=intra.bandwidth_Bps, efficiency=intra.efficiency,
+                           latency_s=intra.latency_s / 2)
+                G.graph["endpoints"].append(f"n{i}/g{j}")
+    G.graph["endpoints"] = G.graph["endpoints"][:gpus]
+    return G
+
+
+def _bucket_plan(cluster: Cluster, gpus: int, algo: str) -> Plan:
+    """The plan every bucket runs (plans depend on the size only through their chunks)."""
+    name, options = parse_algo(algo)
+    if name == "hierarchical":
+        gpn = cluster.gpus_per_node
+        if gpn == 1 or gpus <= gpn:  # one level only: the inter-node algorithm alone, as allreduce_seconds
+            name, inner = parse_algo(options.pop("inter", "ring"))
+            options = {**options, **inner}
+        else:
+            options.setdefault("ranks_per_node", gpn)
+    return build(name, gpus, 0, **options)
+
+
+def _iteration_plan(base: Plan, bucket_nbytes: list[int], ready_s: np.ndarray, backward_end_s: np.ndarray,
+                    optimizer_s: float, itemsize: int, name: str):
+    """Every rank's program for one iteration, with its per-op bytes, release times and bucket of every op.
+
+    For each bucket: a gate (a zero-second compute released when backward produced the bucket on this rank
+    and naming the previous bucket's chunks, so buckets run one after another as on one NCCL stream), then
+    the bucket's plan on chunks of its own. Last the optimizer step, after every chunk and after backward.
+    """
+    K, p, C, n0 = len(bucket_nbytes), base.ranks, base.chunks, base.n_ops
+    rank0 = base.op_rank().astype(np.int64)
+    bucket_of = np.repeat(np.arange(K), n0)
+    gate_bucket = np.repeat(np.arange(K), p)
+    rows_rank = np.concatenate([np.tile(rank0, K), np.tile(np.arange(p), K), np.arange(p)])
+    rows_bucket = np.concatenate([bucket_of, gate_bucket, np.full(p, K)])
+    rows_pos = np.concatenate([np.tile(np.arange(n0) - base.offsets[rank0], K), np.full(K * p + p, -1)])
+    comm = np.full(K * n0, True)
+    cols = {
+        "op": np.concatenate([np.tile(base.op, K), np.full(K * p + p, Op.COMPUTE, np.int8)]),
+        "chunk": np.concatenate([np.tile(base.chunk, K) + bucket_of * C,
+                                 np.where(gate_bucket == 0, -1, (gate_bucket - 1) * C), np.zeros(p, np.int64)]),
+        "span": np.concatenate([np.tile(base.span, K), np.where(gate_bucket == 0, 1, C), np.full(p, K * C)]),
+        "peer": np.concatenate([np.tile(base.peer, K), np.full(K * p + p, -1)]),
+        "seconds": np.concatenate([np.zeros(K * n0 + K * p), np.full(p, float(optimizer_s))]),
+    }
+    nbytes = np.concatenate([*(base.with_nbytes(nb).op_nbytes(itemsize) for nb in bucket_nbytes),
+                             np.zeros(K * p + p, np.int64)])
+    release = np.concatenate([np.full(K * n0, np.nan), ready_s.reshape(-1), backward_end_s])
+    order = np.lexsort((rows_pos, rows_bucket, rows_rank))
+    counts = np.bincount(rows_rank, minlength=p)
+    plan = Plan(name=name, ranks=p, workers=base.workers, nbytes=int(sum(bucket_nbytes)), chunks=max(K * C, 1),
+                offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                op=cols["op"][order], chunk=cols["chunk"][order].astype(np.int32),
+                span=cols["span"][order].astype(np.int32), peer=cols["peer"][order].astype(np.int32),
+                seconds=cols["seconds"][order], params={"base": base.name, "buckets": list(map(int, bucket_nbytes))})
+    is_comm = np.concatenate([comm, np.zeros(K * p + p, bool)])[order]
+    return plan, nbytes[order], release[order], rows_bucket[order], is_comm
+
+
+def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, batch_per_gpu: float,
+                       topology: nx.Graph | str | None = None, dtype: str = "fp32", overlap: bool = True,
+                       bucket_nbytes: int = DDP_BUCKET_NBYTES, first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES,
+                       rank_speed=None, stragglers: Stragglers | None = None,
+                       link_overrides: Mapping | None = None, optimizer_s: float = 0.0, eager: bool = False,
+                       seed: int = 0) -> SimulatedIteration:
+    """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
+
+    Forward, then backward emitting the buckets (reverse layer order, DDP sizes) at the fraction of backward
+    FLOPs done; each bucket's all-reduce (``algo``'s plan) starts on a rank once backward produced it there
+    and the previous bucket is done there, and runs on ``topology`` (default ``cluster_topology``) while
+    backward continues; the optimizer step (``optimizer_s`` at nominal speed) follows the last bucket and
+    backward. ``rank_speed`` and ``stragglers`` (drawn from ``seed``) scale each rank's compute; the seed
+    also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``.
+    """
+    if gpus < 1:
+        raise UserError(f"gpus: must be >= 1, got {gpus}")
+    if not batch_per_gpu >= 1:
+        raise UserError(f"batch: {batch_per_gpu:g} samples per GPU; need at least 1")
+    if not optimizer_s >= 0:
+        raise UserError(f"optimizer_s: must be >= 0, got {optimizer_s!r}")
+    canonical_name(parse_algo(algo)[0])
+    flops_per_s = compute_flops(cluster, dtype, batch_per_gpu)
+    if not flops_per_s > 0:
+        raise UserError(f"dtype: {cluster.gpu.name} has no {dtype} throughput")
+    compute_s = float(3 * profile.fwd_flops * batch_per_gpu / flops_per_s)
+    forward_s, backward_s = compute_s / 3, compute_s * 2 / 3
+    speed = np.ones(gpus) if rank_speed is None else np.asarray(rank_speed, np.float64)
+    if speed.shape != (gpus,) or not np.all(speed > 0):
+        raise UserError(f"rank_speed: needs {gpus} positive factors")
+    if stragglers is not None:
+        speed = speed * stragglers.speeds(gpus, seed)
+    itemsize = _DTYPE_NBYTES.get(dtype, 4)
+    if overlap:
+        buckets = gradient_buckets(profile, bucket_nbytes, first_bucket_nbytes, grad_nbytes_per_param=itemsize)
+    else:
+        buckets = [Bucket(profile.params * itemsize, 1.0, ())]
+    base = _bucket_plan(cluster, gpus, algo)
+    servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
+    ready = np.array([[(forward_s + b.ready_fraction * backward_s) for b in buckets]]).T / speed  # [bucket, rank]
+    ready = np.pad(ready, ((0, 0), (0, servers)))
+    backward_end = np.pad(compute_s / speed, (0, servers))
+    plan, nbytes, release, bucket_of, is_comm = _iteration_plan(
+        base, [b.nbytes for b in buckets], ready, backward_end, optimizer_s, itemsize,
+        f"{profile.name}-iteration-{algo}")
+    G = cluster_topology(cluster, base.ranks) if topology is None else topology
+    params = comm_params(cluster, "inter")
+    trace = simulate(plan, G, alpha_s=cluster.software_latency_s, gamma_s_per_byte=params.gamma_s_per_byte,
+                     eager=eager, itemsize=itemsize, rank_speed=np.pad(speed, (0, servers), constant_values=1.0),
+                     link_overrides=link_overrides, seed=seed, op_nbytes=nbytes, release_s=release)
+    done = ready.copy()
+    np.maximum.at(done, (bucket_of[is_comm], trace.rank[is_comm]), trace.t_end[is_comm])
+    rank_end = trace.t_end[bucket_of == len(buckets)]
+    iteration_s = float(rank_end.max())
+    own = float(np.max((compute_s + optimizer_s) / speed))
+    return SimulatedIteration(gpus=gpus, algo=algo, batch_per_gpu=float(batch_per_gpu), compute_s=compute_s,
+                              iteration_s=iteration_s, exposed_comm_s=max(0.0, iteration_s - own), rank_speed=speed,
+                              rank_end_s=rank_end, bucket_nbytes=tuple(b.nbytes for b in buckets),
+                              bucket_ready_s=ready, bucket_done_s=done, trace=trace)

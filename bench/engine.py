@@ -1,0 +1,89 @@
+"""Engine throughput: wall time and events/s of ``firesim.engine.simulate`` on large plans, and one training
+iteration played on the engine.
+
+Targets on the project's 2-core machine: ring all-reduce of 64 MiB on 1024 ranks of a k=16 fat tree <= 10 s;
+binomial tree on 4096 ranks <= 10 s; one GoogLeNet iteration on 128 GPUs with 25 MB buckets <= 2 s.
+Events are what a one-event-per-thing simulator would process: one per op plus a start and an end per flow.
+Wall time counts topology routing and plan preprocessing but not building the plan (shown apart). The
+machine is shared, so CPU time of this process is shown too, and the load average at the start.
+"""
+
+import os
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from firesim import topology as topo
+from firesim.engine import simulate
+from firesim.hardware import resolve_cluster
+from firesim.plans import build
+from firesim.training import simulate_iteration
+from models.catalog import load_profile
+
+ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte = 5e-6, 1 / 12.5e9, 1 / 50e9
+NBYTES = 64 * 2**20
+COLLECTIVES = [  # label, algorithm, ranks, topology spec (None: non-blocking star), target seconds
+    ("ring, fat-tree k=16", "ring", 1024, "fat-tree:k=16", 10.0),
+    ("tree, fat-tree k=26", "tree", 4096, "fat-tree", 10.0),
+    ("ring, star", "ring", 1024, None, None),
+    ("dbt, fat-tree k=16", "double_binary_tree", 1024, "fat-tree:k=16", None),
+    ("ps, fat-tree k=16", "ps", 1024, "fat-tree:k=16", None),
+    ("halving-doubling, fat-tree k=16", "halving_doubling", 1024, "fat-tree:k=16", None),
+]
+ITERATIONS = [  # cluster, algorithm: GoogLeNet, 128 GPUs, batch 8 per GPU (FireCaffe's 1024), 25 MB buckets
+    ("titan", "tree"), ("titan", "ring"), ("dgx-a100", "ring"), ("dgx-a100", "hierarchical")]
+ITERATION_TARGET_s = 2.0
+
+
+def _verdict(wall_s: float, target_s: float | None) -> str:
+    if target_s is None:
+        return "-"
+    return f"{'ok' if wall_s <= target_s else 'SLOW'} (<= {target_s:g} s)"
+
+
+def _timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    console = Console(width=180)  # a full table also when the output is not a terminal
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table = Table(title=f"engine: 64 MiB all-reduce (alpha 5 us, 12.5 GB/s links, gamma 1/50 GB/s); load {load:.1f}")
+    for col in ("case", "ranks", "ops", "flows", "events", "windows", "max-min passes", "plan build s",
+                "wall s", "cpu s", "events/s", "simulated", "target"):
+        table.add_column(col, justify="right")
+    for label, algo, ranks, spec, target_s in COLLECTIVES:
+        plan, build_s, _ = _timed(lambda a=algo, r=ranks: build(a, r, NBYTES))
+
+        def run(p=plan, s=spec, r=ranks):
+            G = None if s is None else topo.from_spec(s, r)
+            return simulate(p, G, alpha_s=ALPHA_s, beta_s_per_byte=BETA_s_per_byte, gamma_s_per_byte=GAMMA_s_per_byte)
+
+        trace, wall_s, cpu_s = _timed(run)
+        extra = trace.header.extra
+        flows = (extra["events"] - plan.n_ops) // 2
+        table.add_row(label, f"{ranks}", f"{plan.n_ops:,}", f"{flows:,}", f"{extra['events']:,}", f"{extra['windows']:,}",
+                      f"{extra['rate_passes']:,}", f"{build_s:.2f}", f"{wall_s:.2f}", f"{cpu_s:.2f}",
+                      f"{extra['events'] / wall_s:,.0f}", f"{trace.duration_s * 1e3:.2f} ms", _verdict(wall_s, target_s))
+    console.print(table)
+
+    profile = load_profile("googlenet")
+    table = Table(title="engine: one GoogLeNet iteration, 128 GPUs, batch 8/GPU, DDP buckets (25 MB, first 1 MB)")
+    for col in ("cluster", "algorithm", "ops", "events", "wall s", "cpu s", "events/s", "iteration",
+                "exposed comm", "target"):
+        table.add_column(col, justify="right")
+    for cluster_name, algo in ITERATIONS:
+        cluster = resolve_cluster(cluster_name)
+        it, wall_s, cpu_s = _timed(lambda c=cluster, a=algo: simulate_iteration(profile, c, 128, a, batch_per_gpu=8))
+        events = it.trace.header.extra["events"]
+        table.add_row(cluster_name, algo, f"{len(it.trace):,}", f"{events:,}", f"{wall_s:.2f}", f"{cpu_s:.2f}",
+                      f"{events / wall_s:,.0f}", f"{it.iteration_s * 1e3:.2f} ms", f"{it.exposed_comm_s * 1e3:.2f} ms",
+                      _verdict(wall_s, ITERATION_TARGET_s))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
