@@ -30,38 +30,77 @@ def ring_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte):
     return 2 * (p - 1) * (alpha_s + m * beta_s_per_byte) + (p - 1) * m * gamma_s_per_byte
 
 
-def binomial_reduce_time(size, hop_s, add_s):
+def fair_share_finish(start_s: np.ndarray, work_s: np.ndarray) -> np.ndarray:
+    """Completion times of equal-size flows that share one link max-min fairly (processor sharing).
+
+    start_s: (rows, flows) start times; work_s: (rows,) seconds one flow needs alone. Each round of the
+    loop starts or finishes at least one flow, so 2 x flows rounds suffice. Vectorised over rows.
+    """
+    start_s = np.asarray(start_s, np.float64)
+    work_s = np.asarray(work_s, np.float64)
+    remaining = np.repeat(work_s[:, None], start_s.shape[1], axis=1)
+    done = np.full(start_s.shape, np.inf)
+    t = start_s.min(axis=1)
+    with np.errstate(invalid="ignore"):
+        for _ in range(2 * start_s.shape[1]):
+            active = (start_s <= t[:, None]) & np.isinf(done)
+            n = active.sum(axis=1)
+            first_out = t + np.where(active, remaining, np.inf).min(axis=1) * n
+            next_in = np.where(start_s > t[:, None], start_s, np.inf).min(axis=1)
+            t_next = np.minimum(np.where(n > 0, first_out, np.inf), next_in)
+            share = np.where(n > 0, (t_next - t) / np.maximum(n, 1), 0.0)
+            remaining = np.where(active, remaining - share[:, None], remaining)
+            t = np.where(np.isfinite(t_next), t_next, t)
+            done = np.where(active & (remaining <= 1e-9 * work_s[:, None]), t[:, None], done)
+    return done
+
+
+def binomial_reduce_time(size, alpha_s, transfer_s, add_s):
     """Time until the root of a binomial tree of ``size`` ranks holds the sum, exactly.
 
-    The root adds its children's sums in order, smallest subtree first, each arriving ``hop_s`` after that
-    child is done and costing ``add_s``. A full tree of 2^b ranks takes b (hop + add); adding the next set
-    bit b' of size on top of a tree T gives max(b' (hop + add), T + hop) + add. Vectorised over sizes.
+    The root's children are full trees of 2^j ranks (done at j stages, a stage = alpha + transfer + add)
+    and, if size is not a power of two, one smaller tree for the rest. Each child sends as soon as its
+    subtree is summed; transfers that overlap share the root's link (``fair_share_finish``); the root adds
+    them in child order. Built bit by bit from the lowest set bit of size, vectorised over sizes.
     """
-    size, hop_s, add_s = np.broadcast_arrays(np.asarray(size, np.int64), np.asarray(hop_s, np.float64),
-                                             np.asarray(add_s, np.float64))
+    size, alpha_s, transfer_s, add_s = np.broadcast_arrays(
+        np.asarray(size, np.int64), np.asarray(alpha_s, np.float64), np.asarray(transfer_s, np.float64),
+        np.asarray(add_s, np.float64))
+    stage = alpha_s + transfer_s + add_s
     t = np.zeros(size.shape)
     seen = np.zeros(size.shape, bool)
     for bit in range(int(size.max(initial=1)).bit_length()):
         has = (size >> bit) & 1 == 1
-        full = bit * (hop_s + add_s)
-        t = np.where(has, np.where(seen, np.maximum(full, t + hop_s) + add_s, full), t)
+        first = has & ~seen
+        t = np.where(first, bit * stage, t)
+        grow = has & seen
+        if grow.any():
+            a, w, g = alpha_s[grow], transfer_s[grow], add_s[grow]
+            full_ready = np.arange(bit)[None, :] * stage[grow][:, None]
+            start = np.concatenate([full_ready, t[grow][:, None]], axis=1) + a[:, None]
+            arrived = fair_share_finish(start, w)
+            chain = np.zeros(a.shape)
+            for j in range(bit + 1):
+                chain = np.maximum(chain, arrived[:, j]) + g
+            t[grow] = chain
         seen |= has
     return t
 
 
 def tree_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, chunks: int = 1):
-    """Binomial reduce then broadcast (the paper's reduction tree): ~ ceil(lg p)(2 alpha + 2 n beta + n gamma).
+    """Binomial reduce then broadcast (the paper's reduction tree): ceil(lg p)(2 alpha + 2 n beta + n gamma)
+    for p a power of two.
 
-    The reduce is computed exactly (for p not a power of two the root's last child has a smaller subtree);
-    the broadcast is ceil(lg p) sequential sends from the root. With chunks > 1 the pipelined estimate
+    The reduce is computed exactly for any p (``binomial_reduce_time``: where p is not a power of two some
+    children finish together and share their parent's link); the broadcast is ceil(lg p) sequential sends. With chunks > 1 the pipelined estimate
     (depth + chunks - 1) stages of n/chunks is used.
     """
     p = np.asarray(ranks, np.int64)
     m = np.asarray(nbytes, np.float64) / chunks
     depth = _ceil_log2(p)
     if chunks == 1:
-        hop = alpha_s + m * beta_s_per_byte
-        return binomial_reduce_time(p, hop, m * gamma_s_per_byte) + depth * hop
+        reduce = binomial_reduce_time(p, alpha_s, m * beta_s_per_byte, m * gamma_s_per_byte)
+        return reduce + depth * (alpha_s + m * beta_s_per_byte)
     return np.where(p > 1, (depth + chunks - 1) * (2 * alpha_s + 2 * m * beta_s_per_byte + m * gamma_s_per_byte), 0.0)
 
 
@@ -103,13 +142,19 @@ def halving_doubling_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_b
 
 
 def double_binary_tree_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, chunks_per_tree: int = 1):
-    """Two binary trees on n/2 each (NCCL). Estimate: a tree of depth D costs D stages up and D down; a stage
-    moves n/(2k) from each of two children (they share the parent's link) or to two children in turn.
-    ~ 2 (D + k - 1)(alpha + n/k beta) + (D + k - 1) n/k gamma."""
+    """Two binary trees on m = n/2 each (NCCL), both D = ceil(lg p) deep.
+
+    For p = 2^D and one chunk per tree this is exact: the reduce takes D-1 stages in which two children
+    share a parent's link (alpha + 2m beta + 2m gamma) and one into the single-child root (alpha + m beta +
+    m gamma); the broadcast sends to the root's child, then to two children in turn per level:
+    (3D-1) alpha + (4D-2) m beta + (2D-1) m gamma. Other p, and pipelining over chunks, use the same
+    expression with D = ceil(lg p) and D + chunks - 1 stages: estimates.
+    """
     p = np.asarray(ranks, np.int64)
-    stages = _ceil_log2(p) + chunks_per_tree - 1  # both trees are ceil(lg p) deep (checked in the tests)
+    depth = _ceil_log2(p) + chunks_per_tree - 1
     m = np.asarray(nbytes, np.float64) / (2 * chunks_per_tree)
-    return np.where(p > 1, 2 * stages * (alpha_s + 2 * m * beta_s_per_byte) + stages * 2 * m * gamma_s_per_byte, 0.0)
+    t = (3 * depth - 1) * alpha_s + (4 * depth - 2) * m * beta_s_per_byte + (2 * depth - 1) * m * gamma_s_per_byte
+    return np.where(p > 1, t, 0.0)
 
 
 FORMULAS: dict[str, Callable] = {
@@ -135,7 +180,7 @@ def hierarchical_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte,
     n = np.asarray(nbytes, np.float64)
     if intra == "tree":
         depth = float(np.ceil(np.log2(g))) if g > 1 else 0.0
-        local = (binomial_reduce_time(g, a_in + n * b_in, n * g_in)) + depth * (a_in + n * b_in)
+        local = (binomial_reduce_time(g, a_in, n * b_in, n * g_in)) + depth * (a_in + n * b_in)
     else:
         local = (a_in + (g - 1) * n * b_in + (g - 1) * n * g_in + a_in + (g - 1) * n * b_in) if g > 1 else 0.0
     return local + allreduce_time(inter, nodes, n, alpha_s, beta_s_per_byte, gamma_s_per_byte, **inter_options)

@@ -34,21 +34,36 @@ def test_tree_by_hand_power_of_two_and_not():
     n = 1e6
     hop, add = A + n * B, n * G
     assert analytic.allreduce_time("tree", 8, n, A, B, G) == pytest.approx(3 * (hop + add) + 3 * hop)
-    # p = 3: the root adds rank 1's data at hop + add, rank 2's (which has no children) arrives at hop and waits
-    assert analytic.allreduce_time("tree", 3, n, A, B, G) == pytest.approx((hop + add) + add + 2 * hop)
+    # p = 3: ranks 1 and 2 both send to rank 0 at once and share its link: both arrive at alpha + 2 n beta
+    assert analytic.allreduce_time("tree", 3, n, A, B, G) == pytest.approx(A + 2 * n * B + 2 * add + 2 * hop)
     assert analytic.allreduce_time("tree", 1, n, A, B, G) == 0
 
 
-def test_binomial_reduce_matches_brute_force_recursion():
-    def brute(m, hop, add):
-        t, j = 0.0, 1
-        while j < m:
-            t = max(t, brute(min(j, m - j), hop, add) + hop) + add
-            j *= 2
-        return t
+def test_fair_share_by_hand():
+    # one link, flows needing 4 s alone, starting at 0, 1 and 10: the first two share from 1 to 7
+    done = analytic.fair_share_finish(np.array([[0.0, 1.0, 10.0]]), np.array([4.0]))
+    assert done.tolist() == [[7.0, 8.0, 14.0]]
 
-    sizes = np.arange(1, 300)
-    assert np.allclose(analytic.binomial_reduce_time(sizes, 1.3, 0.2), [brute(m, 1.3, 0.2) for m in sizes])
+
+def test_binomial_reduce_matches_a_brute_force_event_simulation():
+    """Every sender of the tree simulated flow by flow (no recursion shared with the closed form)."""
+    def brute(p, alpha, work, add):
+        ready = {}
+        for v in sorted(range(p), key=lambda v: (v & -v) if v else p * 2):
+            kids = [v + (1 << j) for j in range(p.bit_length()) if (v == 0 or (1 << j) < (v & -v)) and v + (1 << j) < p]
+            if not kids:
+                ready[v] = 0.0
+                continue
+            starts = np.array([[ready[c] + alpha for c in kids]])
+            arrived = analytic.fair_share_finish(starts, np.array([work]))[0]
+            t = 0.0
+            for a in arrived:
+                t = max(t, a) + add
+            ready[v] = t
+        return ready[0]
+
+    for p in range(1, 70):
+        assert analytic.binomial_reduce_time(p, 0.3, 1.0, 0.2) == pytest.approx(brute(p, 0.3, 1.0, 0.2)), p
 
 
 def test_halving_doubling_is_rabenseifner():

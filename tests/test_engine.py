@@ -144,50 +144,40 @@ def test_link_overrides_and_efficiency():
 # ---- the closed forms -------------------------------------------------------------------------------------
 SPREAD = [2, 3, 4, 5, 7, 8, 12, 16, 24, 31, 32, 48, 64]
 POW2 = [2, 4, 8, 16, 32, 64]
-_PS_REPLIES = ("ps builder: every server replies to workers 0, 1, 2, ... in the same order, so s-1 servers reply "
-               "to one worker at once and share its link; ps_time assumes each worker hears from one server at a "
-               "time (true if server of chunk k starts at worker k+1)")
-_TREE_INCAST = ("binomial_reduce_time: for p not a power of two two children of a node send at once and share "
-                "its link (e.g. p=3: ranks 1 and 2 both send to 0 at t=0); the formula lets both arrive after one hop")
-_DBT = ("double_binary_tree_time is an estimate: a parent's two broadcast sends are serialised (rule 3, 2 alphas "
-        "per level) and nodes with one child do not pay 2 m beta; engine: (3D-1) alpha, formula 2D alpha")
+EXACT = (-0.01, 0.01)
+DBT_ESTIMATE = (-0.05, 0.50)  # double_binary_tree_time is exact for p = 2^k only; measured -3.6 % .. +50 % otherwise
 
 
 def _cases():
     for p in SPREAD:
-        yield "ring", p, {}, None
-        yield "halving_doubling", p, {}, None
-        yield "ps", p, {}, None
-        yield "ps", p, {"colocated": False}, None
-        yield "tree", p, {}, None if p in POW2 else _TREE_INCAST
-        yield "double_binary_tree", p, {}, _DBT
+        yield "ring", p, {}, EXACT
+        yield "halving_doubling", p, {}, EXACT
+        yield "ps", p, {}, EXACT
+        yield "ps", p, {"colocated": False}, EXACT
+        yield "tree", p, {}, EXACT
+        yield "double_binary_tree", p, {}, EXACT if p in POW2 else DBT_ESTIMATE
         if p >= 3:
-            yield "ps", p, {"servers": 3}, _PS_REPLIES
-            yield "ps", p, {"servers": 2, "colocated": False}, _PS_REPLIES
+            yield "ps", p, {"servers": 3}, EXACT
+            yield "ps", p, {"servers": 2, "colocated": False}, EXACT
     for p, g, inter in [(8, 4, "ring"), (16, 4, "ring"), (32, 8, "halving_doubling"), (64, 8, "ring"),
                         (48, 4, "tree"), (24, 2, "ps")]:
-        yield "hierarchical", p, {"ranks_per_node": g, "inter": inter}, (
-            _TREE_INCAST if inter == "tree" and (p // g) & (p // g - 1) else None)
+        yield "hierarchical", p, {"ranks_per_node": g, "inter": inter}, EXACT
 
 
 def _params():
     for nbytes in (2**16, 2**24):
-        for algo, p, options, known in _cases():
-            marks = []
-            if known:
-                # the incast of a non-power-of-two tree is a bandwidth effect: at 64 KiB it may hide in the 1 %
-                strict = nbytes == 2**24 or known != _TREE_INCAST
-                marks = [pytest.mark.xfail(strict=strict, reason=known)]
+        for algo, p, options, bounds in _cases():
             label = "-".join([algo, str(p), *(f"{k}={v}" for k, v in options.items()), str(nbytes)])
-            yield pytest.param(algo, p, options, nbytes, id=label, marks=marks)
+            yield pytest.param(algo, p, options, nbytes, bounds, id=label)
 
 
-@pytest.mark.parametrize(("algo", "p", "options", "nbytes"), list(_params()))
-def test_engine_equals_closed_form_without_contention(algo, p, options, nbytes):
+@pytest.mark.parametrize(("algo", "p", "options", "nbytes", "bounds"), list(_params()))
+def test_engine_equals_closed_form_without_contention(algo, p, options, nbytes, bounds):
     plan = build(algo, p, nbytes, **options)
     predicted = float(analytic.allreduce_time(algo, p, nbytes, ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte, **options))
     simulated = simulate(plan, **COST).duration_s
-    assert simulated == pytest.approx(predicted, rel=0.01)
+    lo, hi = bounds
+    assert lo <= (predicted - simulated) / simulated <= hi
 
 
 # ---- semantics ------------------------------------------------------------------------------------------------

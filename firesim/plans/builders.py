@@ -110,7 +110,13 @@ def parameter_server(ranks: int, nbytes: int, servers: int = 1, colocated: bool 
     first = w == 0  # a dedicated server starts empty: worker 0's shard is copied, the rest added
     b.transfer(w[push & first], owner[push & first], kk[push & first], reduce=colocated, step=0)
     b.transfer(w[push & ~first], owner[push & ~first], kk[push & ~first], reduce=True, step=0)
-    b.transfer(owner[push], w[push], kk[push], reduce=False, step=1)
+    # Replies: the server of chunk k answers workers k+1, k+2, ... (dedicated: k, k+1, ...) in turn, so at
+    # any moment the servers talk to different workers instead of all queueing on worker 0's link.
+    slot, kk = np.meshgrid(np.arange(p), k, indexing="ij")  # rows: reply slot, columns: chunk
+    target = (kk + slot + (1 if colocated else 0)) % p
+    owner = server[kk]
+    reply = target != owner
+    b.transfer(owner[reply], target[reply], kk[reply], reduce=False, step=1)
     return b.build()
 
 
