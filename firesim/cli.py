@@ -138,6 +138,7 @@ def predict(
     dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
+    engine: Annotated[str, typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",
     hardware_catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -153,10 +154,10 @@ def predict(
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
                          baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=parse_bytes(bucket_size, "bucket-size")).record()
+                         bucket_nbytes=parse_bytes(bucket_size, "bucket-size"), engine=engine).record()
         for g in gpu_counts for a in algos
     ]
-    title = (f"{model} on {cluster.name}, batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
+    title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
              f"(speedup vs 1 GPU at batch {baseline_batch})")
     table = _table(title, records, [
         ("gpus", "gpus", str), ("algo", "algo", str),
@@ -235,6 +236,59 @@ def sweep(
             writer.writerows(records)
         tmp.replace(out)
     console.print(f"wrote {len(records)} predictions to {out}")
+
+
+@app.command()
+def simulate(
+    plan: Annotated[str, typer.Option(help="Algorithm, e.g. ring, tree, ps:servers=4.")] = "ring",
+    ranks: Annotated[int, typer.Option(help="Number of ranks.")] = 64,
+    size: Annotated[str, typer.Option(help="Buffer size.")] = "64MiB",
+    topology: Annotated[str | None, typer.Option(
+        help="fat-tree:k=8, torus:dims=4x4x4, star, dragonfly:..., a topology YAML; default: the hardware's.")] = None,
+    hardware: Annotated[str, typer.Option(help="Preset or YAML: link rates, latencies, software alpha, gamma.")] = "dgx-a100",
+    eager: Annotated[bool, typer.Option(help="Sends complete when handed to the transport (TCP socket buffers).")] = False,
+    trace: Annotated[Path | None, typer.Option(help="Write the predicted Trace (JSON).")] = None,
+    chrome: Annotated[Path | None, typer.Option(help="Write a Chrome/Perfetto trace.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed (ECMP path choice).")] = 0,
+    hardware_catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Play one all-reduce plan on a network with the discrete-event engine (links shared max-min fairly)."""
+    import time
+
+    from firesim.engine import simulate as run_engine
+    from firesim.topology import from_spec
+    from firesim.training import cluster_topology
+
+    if ranks < 1:
+        raise UserError(f"ranks: must be >= 1, got {ranks}")
+    cluster = _cluster(hardware, hardware_catalog)
+    nbytes = parse_bytes(size)
+    built = build(plan, ranks, nbytes)
+    link = cluster.inter_node_link
+    graph = (cluster_topology(cluster, ranks) if topology is None else
+             from_spec(topology, ranks, bandwidth_Bps=link.bandwidth_Bps, latency_s=link.latency_s / 2,
+                       efficiency=link.efficiency))
+    cost = comm_params(cluster)
+    start = time.perf_counter()
+    result = run_engine(built, graph, alpha_s=cluster.software_latency_s, gamma_s_per_byte=cost.gamma_s_per_byte,
+                        eager=eager, seed=seed)
+    wall_s = time.perf_counter() - start
+    if trace:
+        result.save(trace)
+    if chrome:
+        result.to_chrome(chrome)
+    time_s = result.duration_s
+    algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
+    record = {"plan": plan, "ranks": ranks, "nbytes": nbytes, "topology": graph.graph.get("name", topology),
+              "hardware": cluster.name, "time_s": time_s, "algbw_GBps": algbw,
+              "busbw_GBps": algbw * 2 * (ranks - 1) / ranks, "ops": built.n_ops,
+              "events": int(result.header.extra.get("events", 0)), "wall_s": wall_s}
+    table = _table(f"{plan} on {record['topology']} (simulated)", [record], [
+        ("ranks", "ranks", str), ("nbytes", "size", format_bytes), ("time_s", "time", _seconds),
+        ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"), ("busbw_GBps", "busbw GB/s", lambda x: f"{x:.2f}"),
+        ("ops", "ops", lambda x: f"{x:,}"), ("wall_s", "wall", _seconds)])
+    _emit([record], as_json, table)
 
 
 @plans_app.command("show")

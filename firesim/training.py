@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import networkx as nx
 import numpy as np
@@ -156,9 +156,17 @@ class Prediction:
 
 def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, batch: int | None = None,
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
-            dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES) -> Prediction:
+            dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
+            engine: str = "analytic") -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
-    the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost."""
+    the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost.
+
+    engine="des" plays the iteration on the simulator (``simulate_iteration``: the cluster's topology, link
+    contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
+    all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
+    """
+    if engine not in ("analytic", "des"):
+        raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
     if (batch is None) == (batch_per_gpu is None):
         raise UserError("batch: give exactly one of the global batch and the batch per GPU")
     if not epochs > 0:
@@ -168,6 +176,10 @@ def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, ba
         raise UserError(f"batch: must be >= 1, got {global_batch}")
     it = iteration(profile, cluster, gpus, global_batch / gpus, algo, dtype=dtype, overlap=overlap,
                    bucket_nbytes=bucket_nbytes)
+    if engine == "des" and gpus > 1:
+        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=global_batch / gpus, dtype=dtype,
+                                 overlap=overlap, bucket_nbytes=bucket_nbytes)
+        it = replace(it, exposed_comm_s=sim.exposed_comm_s, iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, dtype=dtype, overlap=overlap)
     iterations = epochs * profile.train_images / global_batch
     time_s = iterations * it.iteration_s

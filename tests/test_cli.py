@@ -90,3 +90,24 @@ def test_firesim_never_imports_torch():
             "import models.catalog\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_simulate_writes_trace_and_agrees_with_closed_form_on_a_star(tmp_path):
+    from firesim.trace import Trace
+
+    result = run("simulate", "--plan", "ring", "--ranks", "8", "--size", "16MiB", "--topology", "star",
+                 "--trace", str(tmp_path / "t.json"), "--chrome", str(tmp_path / "c.json"), "--json")
+    assert result.exit_code == 0
+    (record,) = json.loads(result.stdout)
+    trace = Trace.load(tmp_path / "t.json")
+    assert trace.header.source == "simulated" and record["time_s"] == pytest.approx(trace.duration_s)
+    assert json.loads((tmp_path / "c.json").read_text())["traceEvents"]
+
+
+def test_predict_on_the_engine():
+    rows = json.loads(run("predict", "--engine", "des", "--gpus", "16", "--algo", "ring,ps", "--hardware",
+                          "ethernet-10g", "--json").stdout)
+    analytic_rows = json.loads(run("predict", "--gpus", "16", "--algo", "ring,ps", "--hardware",
+                                   "ethernet-10g", "--json").stdout)
+    for des, closed in zip(rows, analytic_rows):
+        assert des["iteration_s"] == pytest.approx(closed["iteration_s"], rel=0.05)
