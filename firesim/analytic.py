@@ -55,6 +55,37 @@ def fair_share_finish(start_s: np.ndarray, work_s: np.ndarray) -> np.ndarray:
     return done
 
 
+_WINDOW = 4  # full children that may share the link with the smaller subtree's flow, before falling back
+
+
+def _last_child_arrivals(full_start: np.ndarray, last_start: np.ndarray, work: np.ndarray,
+                         arrived: np.ndarray) -> np.ndarray:
+    """Share the link between the smaller subtree's flow and the full children's flows it meets.
+
+    Full children start a whole stage apart (longer than one transfer), so alone they never overlap; only
+    the few around ``last_start`` can meet the last flow. Those are solved with ``fair_share_finish``
+    (``arrived`` updated in place); rows whose shared period reaches past the window are solved whole.
+    Returns the last flow's arrival.
+    """
+    rows, full = full_start.shape
+    first = (full_start + work[:, None] <= last_start[:, None]).sum(axis=1)  # flows already over
+    cols = first[:, None] + np.arange(_WINDOW)[None, :]
+    inside = cols < full
+    starts = np.where(inside, np.take_along_axis(full_start, np.minimum(cols, full - 1), axis=1), np.inf)
+    done = fair_share_finish(np.append(starts, last_start[:, None], axis=1), work)
+    after = np.where(cols[:, -1] + 1 < full,
+                     np.take_along_axis(full_start, np.minimum(cols[:, -1:] + 1, full - 1), axis=1)[:, 0], np.inf)
+    spill = np.where(np.isfinite(done), done, -np.inf).max(axis=1) > after
+    mask = inside & ~spill[:, None]
+    arrived[np.nonzero(mask)[0], cols[mask]] = done[:, :_WINDOW][mask]
+    last = done[:, -1].copy()
+    if spill.any():
+        whole = fair_share_finish(np.append(full_start[spill], last_start[spill, None], axis=1), work[spill])
+        arrived[spill, :full] = whole[:, :full]
+        last[spill] = whole[:, -1]
+    return last
+
+
 def binomial_reduce_time(size, alpha_s, transfer_s, add_s):
     """Time until the root of a binomial tree of ``size`` ranks holds the sum, exactly.
 
@@ -76,9 +107,9 @@ def binomial_reduce_time(size, alpha_s, transfer_s, add_s):
         grow = has & seen
         if grow.any():
             a, w, g = alpha_s[grow], transfer_s[grow], add_s[grow]
-            full_ready = np.arange(bit)[None, :] * stage[grow][:, None]
-            start = np.concatenate([full_ready, t[grow][:, None]], axis=1) + a[:, None]
-            arrived = fair_share_finish(start, w)
+            full_start = np.arange(bit)[None, :] * stage[grow][:, None] + a[:, None]
+            arrived = np.append(full_start + w[:, None], np.zeros((a.size, 1)), axis=1)
+            arrived[:, -1] = _last_child_arrivals(full_start, t[grow] + a, w, arrived)
             chain = np.zeros(a.shape)
             for j in range(bit + 1):
                 chain = np.maximum(chain, arrived[:, j]) + g

@@ -119,3 +119,22 @@ def test_both_double_binary_trees_are_ceil_log2_deep():
     for p in range(2, 300):
         depth = max(int(_tree_levels(parent)[1].max()) for parent in double_binary_tree_parents(p))
         assert depth == math.ceil(math.log2(p)), p
+
+
+def test_binomial_reduce_is_exact_for_large_p_and_any_cost_ratio():
+    """The windowed solver against a whole fair-share solve at every node, for p up to 3000."""
+    rng = np.random.default_rng(1)
+    for p in [*rng.integers(70, 3000, 12), 1023, 1025, 2049]:
+        for alpha, work, add in [(0.3, 1.0, 0.2), (5.0, 1.0, 0.0), (0.01, 1.0, 3.0), (1e-3, 1.0, 1e-3)]:
+            ready = {}
+            p = int(p)
+            for v in sorted(range(p), key=lambda v: (v & -v) if v else p * 2):
+                low = (v & -v) if v else 1 << p.bit_length()
+                kids = [v + (1 << j) for j in range(p.bit_length()) if (1 << j) < low and v + (1 << j) < p]
+                t = 0.0
+                if kids:
+                    arrived = analytic.fair_share_finish(np.array([[ready[c] + alpha for c in kids]]), np.array([work]))[0]
+                    for a in arrived:
+                        t = max(t, a) + add
+                ready[v] = t
+            assert analytic.binomial_reduce_time(p, alpha, work, add) == pytest.approx(ready[0], rel=1e-9), (p, alpha)
