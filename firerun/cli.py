@@ -1,0 +1,398 @@
+"""`firerun`: run communication plans for real, benchmark them, calibrate the cost model, launch jobs.
+
+Rank 0 alone prints. Bad input exits 2 with one line; a rank that loses a peer or times out prints one line
+naming itself, the op and the peer, and exits 3; a wrong result exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from firerun.env import dist_env
+from firerun.errors import ExecError
+from firesim.errors import UserError
+from firesim.plans import Plan, write_json_atomic
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
+
+Backend = Annotated[str, typer.Option("--backend", help="torch (gloo on CPU, NCCL on GPU) or mpi (mpi4py).")]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda: torch backend, NCCL).")]
+Timeout = Annotated[float, typer.Option("--timeout-s", help="Longest wait for any one message or barrier.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the records to this file (atomically).")]
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _rank() -> int:
+    try:
+        return dist_env().rank
+    except UserError:
+        return 0
+
+
+def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> None:
+    """Join the job, run ``body(executor, console)`` and map failures to exit codes (see module docstring)."""
+    from firerun.worker import session
+
+    with session(backend, device=device, timeout_s=timeout_s) as ex:  # type: ignore[arg-type]
+        console = Console(quiet=ex.rank != 0, width=None if sys.stdout.isatty() else 150)
+        code = body(ex, console) or 0
+        ex.barrier("final barrier")  # nobody tears down while a peer still needs it
+    if code:
+        raise typer.Exit(code)
+
+
+def parse_dtype(name: str):
+    from firerun.execute import parse_dtype as parse
+
+    return parse(name)
+
+
+def _split(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# ------------------------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    sizes: Annotated[str, typer.Option(help="Sizes: '1KiB:64MiB' doubles from -b to -e like nccl-tests; "
+                                            "or a list '16MiB,64MiB'.")] = "1KiB:64MiB",
+    factor: Annotated[float, typer.Option(help="Step factor between sizes of a range (nccl-tests -f).")] = 2.0,
+    algo: Annotated[str, typer.Option(help="Algorithms beside the built-in all_reduce, e.g. "
+                                           "'ring,tree,ps:servers=2,hd'.")] = "ring,tree,ps",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    iters: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
+    reps: Annotated[int, typer.Option(help="Rounds interleaving the algorithms; the median is reported.")] = 3,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Check every result (#wrong).")] = True,
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 60.0,
+    json_path: JsonOut = None,
+) -> None:
+    """nccl-tests-style table: time, algbw, busbw, speed vs the built-in all_reduce, #wrong."""
+    from firerun.bench import bench_table, parse_sizes, run_bench, split_algos
+
+    size_list = parse_sizes(sizes, factor)
+    algos = split_algos(algo)
+    torch_dtype = parse_dtype(dtype)
+
+    def body(ex, console: Console) -> int:
+        records = run_bench(ex, algos, size_list, dtype=torch_dtype, iters=iters, warmup=warmup, reps=reps,
+                            check=check)
+        title = (f"all-reduce, {ex.size} ranks, {ex.transport.name}, {iters} iters x {reps} rounds "
+                 f"(time: mean per run on the slowest rank, median of rounds)")
+        console.print(bench_table(records, title))
+        if json_path is not None and ex.rank == 0:
+            write_json_atomic(json_path, {"kind": "firerun.bench/1", "ranks": ex.size,
+                                          "backend": ex.transport.name, "records": [r.to_dict() for r in records]})
+        return 1 if any(r.wrong > 0 for r in records) else 0
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+# ------------------------------------------------------------------------------------------------- check
+@app.command()
+def check(
+    algo: Annotated[str, typer.Option(help="'all' (every builder that fits) or a list like 'ring,tree'.")] = "all",
+    dtype: Annotated[str, typer.Option(help="Comma-separated dtypes.")] = "float32,float16,bfloat16",
+    numel: Annotated[str, typer.Option(help="Element counts; default: p-1, 1031, 40009.")] = "",
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Also gather and check the Trace.")] = True,
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 60.0,
+    json_path: JsonOut = None,
+) -> None:
+    """Run every algorithm on awkward sizes and check each result against the exact sum on every rank."""
+    from firerun.bench import split_algos
+    from firerun.check import check_table, run_check, standard_algos, standard_numels
+
+    dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in _split(dtype)]
+    try:
+        numels = [int(x) for x in _split(numel)]
+    except ValueError:
+        raise UserError(f"numel: expected integers like 3,1031, got {numel!r}") from None
+
+    def body(ex, console: Console) -> int:
+        algos = standard_algos(ex.size) if algo.strip() == "all" else split_algos(algo)
+        records = run_check(ex, algos, numels or standard_numels(ex.size), dtypes, traced=trace)
+        console.print(check_table(records, f"firerun check: {ex.size} ranks, {ex.transport.name}"))
+        bad = [r for r in records if r.wrong or r.trace_ok is False]
+        console.print(f"{len(records) - len(bad)} of {len(records)} runs exact" + (f", {len(bad)} WRONG" if bad else ""))
+        if json_path is not None and ex.rank == 0:
+            write_json_atomic(json_path, {"kind": "firerun.check/1", "ranks": ex.size, "backend": ex.transport.name,
+                                          "records": [r.to_dict() for r in records]})
+        return 1 if bad else 0
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+# ------------------------------------------------------------------------------------------------- exec
+@app.command("exec")
+def exec_(
+    plan_path: Annotated[Path | None, typer.Option("--plan", help="A plan JSON file (firesim plans save).")] = None,
+    algo: Annotated[str | None, typer.Option(help="Or build one: 'ring', 'ps:servers=2' ...")] = None,
+    size: Annotated[str, typer.Option(help="Buffer size when building (or to resize the plan).")] = "",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
+    iters: Annotated[int, typer.Option(help="Runs; the trace is of the last one.")] = 3,
+    trace_path: Annotated[Path | None, typer.Option("--trace", help="Write the measured Trace (JSON).")] = None,
+    chrome_path: Annotated[Path | None, typer.Option("--chrome", help="Write a Chrome/Perfetto trace.")] = None,
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 60.0,
+) -> None:
+    """Execute one plan and save its measured Trace (to compare with `firesim`'s prediction)."""
+    from firerun.bench import check_data, count_wrong, plan_for
+    from firesim.units import parse_bytes
+
+    if (plan_path is None) == (algo is None):
+        raise UserError("exec: give exactly one of --plan FILE or --algo NAME")
+    torch_dtype = parse_dtype(dtype)
+    if iters < 1:
+        raise UserError(f"iters: must be >= 1, got {iters}")
+
+    def body(ex, console: Console) -> int:
+        import torch
+
+        itemsize = torch.empty(0, dtype=torch_dtype).element_size()
+        if plan_path is not None:
+            plan = Plan.load(plan_path)
+            if size:
+                plan = plan.with_nbytes(parse_bytes(size, "size"))
+        else:
+            plan = plan_for(algo, ex.size, parse_bytes(size or "16MiB", "size"))
+        if plan.nbytes % itemsize:
+            plan = plan.with_nbytes(plan.nbytes - plan.nbytes % itemsize)
+        numel = plan.nbytes // itemsize
+        worker = ex.rank < plan.workers
+        trace = None
+        wrong = 0
+        for _ in range(iters):
+            buf = check_data(ex.rank, numel, torch_dtype).to(ex.device) if worker else None
+            trace = ex.run(plan, buf, trace=True, dtype=torch_dtype)
+            wrong += count_wrong(buf, plan.workers) if worker else 0
+        wrong = int(ex.reduce_sum([wrong])[0])
+        if ex.rank == 0 and trace is not None:
+            console.print(f"{plan.name}: {plan.ranks} ranks, {plan.nbytes} bytes, {plan.n_ops} ops, "
+                          f"{trace.duration_s * 1e3:.3f} ms (last of {iters}), #wrong {wrong}")
+            if trace_path is not None:
+                trace.save(trace_path)
+            if chrome_path is not None:
+                trace.to_chrome(chrome_path)
+        return 1 if wrong else 0
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+@app.command()
+def overhead(
+    size: Annotated[str, typer.Option(help="Message size.")] = "1KiB",
+    round_trips: Annotated[int, typer.Option(help="Round trips per measurement.")] = 100,
+    reps: Annotated[int, typer.Option(help="Interleaved rounds; medians are reported.")] = 5,
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 60.0,
+    json_path: JsonOut = None,
+) -> None:
+    """The interpreter's cost per op: a ping-pong as raw backend calls vs as a plan (ranks 0 and 1)."""
+    from dataclasses import asdict
+
+    from firerun.bench import measure_overhead
+    from firesim.units import parse_bytes
+
+    nbytes = max(4, parse_bytes(size, "size") // 4 * 4)
+
+    def body(ex, console: Console) -> int:
+        o = measure_overhead(ex, nbytes, round_trips, reps)
+        console.print(f"{o.backend}, {o.ranks} ranks, {o.nbytes} B ping-pong 0<->1: raw {o.raw_one_way_us:.1f} us, "
+                      f"plan {o.plan_one_way_us:.1f} us one-way; interpreter overhead {o.per_op_us:.1f} us per op")
+        if json_path is not None and ex.rank == 0:
+            write_json_atomic(json_path, {"kind": "firerun.overhead/1", **asdict(o)})
+        return 0
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+# --------------------------------------------------------------------------------------------- calibrate
+@app.command()
+def calibrate(
+    sizes: Annotated[str, typer.Option(help="Ping-pong sizes (range doubles by --factor).")] = "8:4MiB",
+    factor: Annotated[float, typer.Option(help="Step factor of the size range.")] = 4.0,
+    ranks_per_node: Annotated[int | None, typer.Option(help="Fit intra-node (0,1) and inter-node "
+                                                            "(0,N) pairs separately.")] = None,
+    dtype: Annotated[str, typer.Option(help="Element type of the reduce and matmul probes.")] = "float32",
+    round_trips: Annotated[int, typer.Option(help="Round trips per ping-pong plan.")] = 30,
+    name: Annotated[str, typer.Option(help="Profile name.")] = "calibrated",
+    output: Annotated[Path, typer.Option(help="Hardware profile YAML for `firesim --hardware`.")] = Path("profile.yaml"),
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 60.0,
+    json_path: JsonOut = None,
+) -> None:
+    """Fit alpha/beta (ping-pong plans), gamma (reduce) and FLOP/s (matmul); write a hardware profile."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from firerun.bench import parse_sizes
+    from firerun.calibrate import calibrate as run_calibration
+    from firerun.calibrate import to_profile
+
+    size_list = parse_sizes(sizes, factor)
+    torch_dtype = parse_dtype(dtype)
+
+    def body(ex, console: Console) -> int:
+        cal = run_calibration(ex, size_list, dtype=torch_dtype, ranks_per_node=ranks_per_node,
+                              round_trips=round_trips)
+        for fit in cal.links:
+            table = Table(title=f"ping-pong {fit.pair[0]}<->{fit.pair[1]} ({fit.level}): alpha "
+                                f"{fit.alpha_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.3f} GB/s", title_justify="left")
+            for col in ("size", "one-way us", "fit us", "error"):
+                table.add_column(col, justify="right")
+            for n, t, f in zip(fit.sizes, fit.one_way_s, fit.predict(fit.sizes)):
+                table.add_row(str(n), f"{t * 1e6:.1f}", f"{f * 1e6:.1f}", f"{(f - t) / t:+.1%}")
+            console.print(table)
+        console.print(f"gamma {cal.gamma_s_per_byte * 1e9:.4f} ns/byte ({1 / cal.gamma_s_per_byte / 1e9:.2f} GB/s "
+                      f"reduced), compute {cal.compute_flops / 1e9:.2f} GFLOP/s per rank")
+        if ex.rank == 0:
+            from firesim.hardware import save_profile
+
+            path = save_profile(to_profile(cal, name, ranks_per_node), output)
+            console.print(f"wrote {path}")
+            if json_path is not None:
+                write_json_atomic(json_path, {"kind": "firerun.calibrate/1", **asdict(cal)})
+        return 0
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+# ------------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="A CIFAR-size model of models.zoo: small_cnn, resnet18_cifar_w16 ...")]
+    = "small_cnn",
+    algo: Annotated[str, typer.Option(help="The gradient exchange: ring, tree, ps:servers=2 ...")] = "ring",
+    steps: Annotated[int, typer.Option(help="SGD steps.")] = 20,
+    batch: Annotated[int, typer.Option(help="Batch per worker.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the synthetic data.")] = 0,
+    backend: Backend = "torch",
+    timeout_s: Timeout = 120.0,
+    json_path: JsonOut = None,
+) -> None:
+    """Data-parallel SGD on synthetic data whose gradient exchange is a plan; checks replicas stay equal."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from firerun.train import train as run_training
+
+    def body(ex, console: Console) -> int:
+        r = run_training(ex, model, algo, steps=steps, batch_per_worker=batch, lr=lr, seed=seed)
+        step_ms = float(np.median(r.step_s[1:] or r.step_s)) * 1e3
+        comm_ms = float(np.median(r.comm_s[1:] or r.comm_s)) * 1e3
+        console.print(f"{r.model} ({r.params} params, {r.params * 4 / 2**20:.2f} MiB of gradients), {r.algo}, "
+                      f"{r.workers} workers x batch {r.batch_per_worker}: step {step_ms:.1f} ms "
+                      f"(exchange {comm_ms:.1f} ms, {comm_ms / step_ms:.0%}), {r.images_per_s:.0f} images/s; "
+                      f"loss {r.loss[0]:.3f} -> {r.loss[-1]:.3f}; replicas differ by {r.replica_spread:.2e}")
+        if json_path is not None and ex.rank == 0:
+            write_json_atomic(json_path, {"kind": "firerun.train/1", **asdict(r)})
+        return 0 if r.replica_spread == 0.0 else 1
+
+    _run_worker(backend, "cpu", timeout_s, body)
+
+
+# ------------------------------------------------------------------------------------------------- launch
+@app.command(context_settings=PASSTHROUGH)
+def run(
+    ctx: typer.Context,
+    nproc: Annotated[int, typer.Option(help="Ranks to start on this machine.")] = 2,
+    launcher: Annotated[str, typer.Option(help="local (torchrun-style variables) or mpiexec (for --backend "
+                                               "mpi).")] = "local",
+    grace_s: Annotated[float, typer.Option(help="After the first failure, time the other ranks get to "
+                                                "report before they are killed.")] = 3.0,
+    job_timeout_s: Annotated[float | None, typer.Option(help="Kill the whole job after this long.")] = None,
+) -> None:
+    """Start NPROC ranks of a firerun command here: `firerun run --nproc 4 bench --sizes 16MiB`."""
+    from firerun.launch import launch
+
+    if not ctx.args:
+        raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
+    code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s,  # type: ignore[arg-type]
+                  timeout_s=job_timeout_s)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings=PASSTHROUGH)
+def slurm(
+    ctx: typer.Context,
+    nodes: Annotated[int, typer.Option(help="Nodes.")] = 2,
+    tasks_per_node: Annotated[int, typer.Option(help="Ranks per node (usually GPUs per node).")] = 4,
+    mode: Annotated[str, typer.Option(help="srun (a task per rank), torchrun (a task per node) or mpiexec "
+                                           "(srun --mpi=pmi2, for --backend mpi).")] = "torchrun",
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs to request per node (0: none).")] = 0,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    time_limit: Annotated[str, typer.Option("--time", help="Wall-clock limit.")] = "00:30:00",
+    output: Annotated[Path | None, typer.Option(help="Write the script here (else print it).")] = None,
+) -> None:
+    """Write an sbatch script running a firerun command: `firerun slurm --nodes 4 -o job.sh bench ...`."""
+    from firerun.launch import sbatch_script
+
+    if not ctx.args:
+        raise UserError("slurm: give the command to run, e.g. `firerun slurm --nodes 2 bench --device cuda`")
+    script = sbatch_script(list(ctx.args), nodes=nodes, tasks_per_node=tasks_per_node, mode=mode,  # type: ignore[arg-type]
+                           time_limit=time_limit, partition=partition, account=account, gpus_per_node=gpus_per_node)
+    if output is None:
+        sys.stdout.write(script)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(script)
+    tmp.chmod(0o755)
+    os.replace(tmp, output)
+    Console(stderr=True).print(f"wrote {output}: submit with `sbatch {output}`", highlight=False)
+
+
+@app.command("env")
+def env_() -> None:
+    """Show the rank, world size and launcher this process would use (debugging a job script)."""
+    e = dist_env()
+    print(f"rank {e.rank} of {e.world_size} (local {e.local_rank} of {e.local_world_size}) from {e.source}; "
+          f"MASTER_ADDR={e.master_addr} MASTER_PORT={e.master_port}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line and exit 2 for bad input, exit 3 with the failing op for a lost or hung peer."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except UserError as err:
+        if _rank() == 0:
+            Console(stderr=True).print(f"[red]firerun: error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ExecError as err:
+        sys.stdout.flush()
+        sys.stderr.write(f"firerun: {err}\n")  # one write: lines of several ranks never interleave
+        sys.stderr.flush()
+        os._exit(3)  # peers may be gone: interpreter teardown could block in the backend
+    except (KeyboardInterrupt, EOFError):
+        sys.exit(130)
+    except Exception as err:
+        usage = getattr(err, "format_message", None)
+        if usage is not None and getattr(err, "exit_code", None) == 2:  # the CLI parser's usage errors
+            if _rank() == 0:
+                print(f"firerun: error: {usage()}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

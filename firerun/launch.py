@@ -1,0 +1,240 @@
+"""Start a job: N local processes (torchrun-compatible variables), mpiexec, or an sbatch script for Slurm.
+
+The local launcher supervises its children the way an HPC user expects: when the first rank fails, the others
+get ``grace_s`` to report what they were waiting for (they notice a dead peer at once, a hung one within their
+op timeout), then the whole process group of every rank is killed. Children also die with the launcher
+(PR_SET_PDEATHSIG), so no run leaves orphans behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from firesim.errors import UserError
+
+PEER_FAILED = 3  # exit code of a rank that stopped because a peer died or hung (see firerun.cli)
+ROOT_CAUSE_WAIT_S = 0.5
+
+
+def free_port() -> int:
+    """A TCP port free right now on this host (the rendezvous binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mpiexec_path() -> str:
+    """The venv's mpiexec (the ``mpich`` wheel installs one beside python), else the one on PATH."""
+    local = Path(sys.executable).parent / "mpiexec"
+    if local.exists():
+        return str(local)
+    found = shutil.which("mpiexec")
+    if not found:
+        raise UserError("launcher mpiexec: no mpiexec beside python or on PATH (pip install mpich)")
+    return found
+
+
+def _mpiexec_flags(mpiexec: str, nproc: int) -> list[str]:
+    """Open MPI refuses to run as root or to oversubscribe cores unless told; MPICH's hydra needs nothing."""
+    try:
+        out = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if "Open MPI" not in out and "OpenRTE" not in out:
+        return []
+    flags = ["--oversubscribe"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--allow-run-as-root")
+    return flags
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the launcher dies (Linux), and lead a process group of our own."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "firerun", *args]
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"firerun run: {message}\n")  # one write, so it never splits another rank's line
+    sys.stderr.flush()
+
+
+def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"] = "local",
+           grace_s: float = 3.0, timeout_s: float | None = None, env: dict | None = None) -> int:
+    """Run ``firerun <args>`` as ``nproc`` ranks on this machine; return the job's exit code.
+
+    The exit code is the first failing rank's (0 when all succeed). ``timeout_s`` bounds the whole job.
+    """
+    if nproc < 1:
+        raise UserError(f"nproc: must be >= 1, got {nproc}")
+    if grace_s < 0:
+        raise UserError(f"grace_s: must be >= 0, got {grace_s}")
+    base = dict(os.environ if env is None else env)
+    for name in list(base):  # variables of an outer launcher would make every child think it is that rank
+        if name.startswith(("OMPI_COMM_WORLD_", "PMI_", "PMIX_", "SLURM_PROCID", "SLURM_LOCALID", "MPI_LOCAL")):
+            del base[name]
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    procs: list[subprocess.Popen] = []
+    names: list[str] = []
+    if launcher == "local":
+        for rank in range(nproc):
+            child = dict(base, RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
+                         LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", ROLE_RANK=str(rank))
+            procs.append(subprocess.Popen(worker_command(args), env=child, start_new_session=True,
+                                          preexec_fn=_die_with_parent))
+            names.append(f"rank {rank}")
+    elif launcher == "mpiexec":
+        mpiexec = mpiexec_path()
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            base.pop(name, None)
+        cmd = [mpiexec, *_mpiexec_flags(mpiexec, nproc), "-n", str(nproc), *worker_command(args)]
+        procs.append(subprocess.Popen(cmd, env=base, start_new_session=True, preexec_fn=_die_with_parent))
+        names.append("mpiexec")
+    else:
+        raise UserError(f"launcher: must be local or mpiexec, got {launcher!r}")
+    return supervise(procs, names, grace_s=grace_s, timeout_s=timeout_s)
+
+
+def supervise(procs: list[subprocess.Popen], names: list[str], *, grace_s: float,
+              timeout_s: float | None = None) -> int:
+    """Wait for every process; after the first failure give the rest ``grace_s`` then kill their groups."""
+    start = time.monotonic()
+    first: tuple[str, int] | None = None
+    failed_at = 0.0
+    interrupted: list[int] = []
+
+    def on_signal(signum, frame):
+        interrupted.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            exited = [(name, proc.poll()) for name, proc in zip(names, procs)]
+            failed = [(name, code) for name, code in exited if code not in (None, 0)]
+            if failed and first is None:
+                if not failed_at:
+                    failed_at = time.monotonic()
+                # A rank that lost a peer exits with PEER_FAILED, sometimes before the culprit is seen to have
+                # exited: wait a moment for a root cause before naming the first failure.
+                roots = [item for item in failed if item[1] != PEER_FAILED]
+                everyone_done = all(code is not None for _, code in exited)
+                if roots or everyone_done or time.monotonic() - failed_at >= ROOT_CAUSE_WAIT_S:
+                    first = (roots or failed)[0]
+                    alive = sum(code is None for _, code in exited)
+                    code = first[1]
+                    reason = f"signal {-code}" if code < 0 else f"code {code}"
+                    _say(f"{first[0]} exited with {reason}" + (
+                        f"; giving the {alive} other(s) {grace_s:g} s to report, then stopping them" if alive else ""))
+            alive = [(n, p) for n, p in zip(names, procs) if p.poll() is None]
+            if not alive:
+                break
+            now = time.monotonic()
+            reason = None
+            if interrupted:
+                reason = "interrupted"
+            elif first is not None and now - failed_at >= grace_s:
+                reason = f"{first[0]} failed"
+            elif first is None and failed_at and now - failed_at >= grace_s:
+                reason = "a rank failed"
+            elif timeout_s is not None and now - start >= timeout_s:
+                reason = f"job timed out after {timeout_s:g} s"
+            if reason is not None:
+                _say(f"{reason}: killing {', '.join(n for n, _ in alive)}")
+                _stop([p for _, p in alive])
+                if first is None:
+                    first = ("job", 130 if interrupted else 124)
+                break
+            time.sleep(0.01)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _stop([p for p in procs if p.poll() is None])
+    for p in procs:  # also reap any stragglers in the groups (grandchildren under mpiexec)
+        _kill_group(p, signal.SIGKILL)
+    return 0 if first is None else first[1] if first[1] > 0 else 128 - first[1]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every group, then SIGKILL what is left a second later."""
+    for p in procs:
+        _kill_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + 1.0
+    for p in procs:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        if p.poll() is None:
+            _kill_group(p, signal.SIGKILL)
+            p.wait(timeout=5)
+
+
+# ------------------------------------------------------------------------------------------------- Slurm
+def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Literal["srun", "torchrun", "mpiexec"],
+                  job_name: str = "firerun", time_limit: str = "00:30:00", partition: str | None = None,
+                  account: str | None = None, gpus_per_node: int = 0, port: int = 29500,
+                  python: str | None = None, extra_sbatch: list[str] | None = None) -> str:
+    """An sbatch script that runs ``firerun <args>`` on ``nodes`` x ``tasks_per_node`` ranks.
+
+    srun: one task per rank; ranks read SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID.
+    torchrun: one task per node running torchrun, which sets RANK / WORLD_SIZE / LOCAL_RANK.
+    mpiexec: srun with PMI (``--mpi=pmi2``), for ``--backend mpi``.
+    """
+    if nodes < 1 or tasks_per_node < 1:
+        raise UserError("nodes and tasks per node must be >= 1")
+    if mode not in ("srun", "torchrun", "mpiexec"):
+        raise UserError(f"mode: must be srun, torchrun or mpiexec, got {mode!r}")
+    py = python or sys.executable
+    tail = " ".join(shlex.quote(a) for a in args)
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={nodes}",
+             f"#SBATCH --ntasks-per-node={1 if mode == 'torchrun' else tasks_per_node}",
+             f"#SBATCH --time={time_limit}"]
+    if mode == "torchrun":
+        lines.append(f"#SBATCH --cpus-per-task={tasks_per_node}")
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    if account:
+        lines.append(f"#SBATCH --account={account}")
+    if gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={gpus_per_node}")
+    lines += [f"#SBATCH {x}" for x in (extra_sbatch or [])]
+    lines += ["", "set -euo pipefail",
+              "# rank 0's node hosts the torch.distributed rendezvous",
+              'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+              f"export MASTER_PORT=${{MASTER_PORT:-{port}}}", ""]
+    if mode == "srun":
+        lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(py)} -m firerun {tail}")
+    elif mode == "torchrun":
+        lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(py)} -m torch.distributed.run "
+                     f"--nnodes={nodes} --nproc-per-node={tasks_per_node} --rdzv-backend=c10d "
+                     f'--rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" '
+                     f"-m firerun {tail}")
+    else:
+        lines.append(f"srun --kill-on-bad-exit=1 --mpi=pmi2 {shlex.quote(py)} -m firerun {tail}")
+    return "\n".join(lines) + "\n"
