@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A prediction (the paper's question), then a real 4-process all-reduce of every plan, checked exactly.
 demo: install
-	$(VENV)/bin/firesim predict --model googlenet --hardware titan --gpus 1,32,128 --algo tree,ps,ring --batch 1024
+	$(VENV)/bin/firesim predict --model googlenet --hardware titan --gpus 1,32,128 --algo tree,ps,ring --batch 1024 --epochs 72
+	$(VENV)/bin/firerun run --nproc 4 bench --sizes 1MiB:16MiB --factor 4 --algo ring,tree,ps,builtin --iters 5 --warmup 2
 
 # pytest exits 5 when it collected nothing: that is not a failure of the project.
 test: install
