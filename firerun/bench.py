@@ -26,7 +26,7 @@ import torch
 from firerun.execute import Executor, dtype_name
 from firesim.errors import UserError
 from firesim.plans import Plan, build, parse_algo, verify
-from firesim.units import format_bytes, parse_bytes
+from firesim.units import format_bytes
 
 BUILTIN = "builtin"
 
@@ -53,43 +53,6 @@ class BenchRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_sizes(spec: str, factor: float = 2.0) -> list[int]:
-    """'1KiB:64MiB' -> 1KiB, 2KiB, ... 64MiB (times ``factor``, like nccl-tests -b/-e/-f); '4KiB,1MiB' -> both."""
-    if factor <= 1:
-        raise UserError(f"factor: must be > 1, got {factor}")
-    sizes: list[int] = []
-    for part in filter(None, (x.strip() for x in spec.split(","))):
-        lo_s, colon, hi_s = part.partition(":")
-        lo = parse_bytes(lo_s, "sizes")
-        if not colon:
-            sizes.append(lo)
-            continue
-        hi = parse_bytes(hi_s, "sizes")
-        if lo < 1 or hi < lo:
-            raise UserError(f"sizes: range {part!r} must go from >= 1 byte up to a larger size")
-        size = lo
-        while size <= hi:
-            sizes.append(int(size))
-            size = max(int(size * factor), size + 1)
-    if not sizes:
-        raise UserError(f"sizes: no sizes in {spec!r}")
-    return sizes
-
-
-def split_algos(spec: str) -> list[str]:
-    """'ring,ps:servers=2,colocated=false,tree' -> ['ring', 'ps:servers=2,colocated=false', 'tree']:
-    an item with '=' but no ':' continues the previous algorithm's options."""
-    items: list[str] = []
-    for part in filter(None, (x.strip() for x in spec.split(","))):
-        if "=" in part and ":" not in part and items:
-            items[-1] += "," + part
-        else:
-            items.append(part)
-    if not items:
-        raise UserError(f"algo: no algorithm in {spec!r}")
-    return items
 
 
 def plan_for(algo: str, world: int, nbytes: int) -> Plan:

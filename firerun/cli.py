@@ -78,9 +78,11 @@ def bench(
     json_path: JsonOut = None,
 ) -> None:
     """nccl-tests-style table: time, algbw, busbw, speed vs the built-in all_reduce, #wrong."""
-    from firerun.bench import bench_table, parse_sizes, run_bench, split_algos
+    from firerun.bench import bench_table, run_bench
+    from firesim.plans import split_algos
+    from firesim.units import parse_size_list
 
-    size_list = parse_sizes(sizes, factor)
+    size_list = parse_size_list(sizes, factor)
     algos = split_algos(algo)
     torch_dtype = parse_dtype(dtype)
 
@@ -111,8 +113,8 @@ def check(
     json_path: JsonOut = None,
 ) -> None:
     """Run every algorithm on awkward sizes and check each result against the exact sum on every rank."""
-    from firerun.bench import split_algos
     from firerun.check import check_table, run_check, standard_algos, standard_numels
+    from firesim.plans import split_algos
 
     dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in _split(dtype)]
     try:
@@ -241,11 +243,11 @@ def calibrate(
 
     from rich.table import Table
 
-    from firerun.bench import parse_sizes
     from firerun.calibrate import calibrate as run_calibration
     from firerun.calibrate import to_profile
+    from firesim.units import parse_size_list
 
-    size_list = parse_sizes(sizes, factor)
+    size_list = parse_size_list(sizes, factor)
     torch_dtype = parse_dtype(dtype)
 
     def body(ex, console: Console) -> int:

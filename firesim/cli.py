@@ -19,9 +19,9 @@ from rich.table import Table
 
 from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
-from firesim.plans import build, canonical_name, parse_algo, verify
+from firesim.plans import build, canonical_name, parse_algo, split_algos, verify
 from firesim.training import predict as predict_training
-from firesim.units import format_bytes, parse_bytes
+from firesim.units import format_bytes, parse_bytes, parse_size_list
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict how fast a network trains on a GPU cluster, and which gradient exchange wins.")
@@ -61,25 +61,6 @@ def parse_int_list(text: str, what: str) -> list[int]:
     if not values or min(values) < 1:
         raise UserError(f"{what}: need integers >= 1, got {text!r}")
     return values
-
-
-def parse_sizes(text: str, what: str = "size") -> list[int]:
-    """'1KiB:1MiB' doubles from 1 KiB to 1 MiB; '4MiB,16MiB' lists; sizes must be > 0."""
-    sizes: list[int] = []
-    for part in split_list(text):
-        lo, colon, hi = part.partition(":")
-        if colon:
-            start, stop = parse_bytes(lo, what), parse_bytes(hi, what)
-            if start < 1 or stop < start:
-                raise UserError(f"{what}: range {part!r} must go up from a size >= 1 byte")
-            while start <= stop:
-                sizes.append(start)
-                start *= 2
-        else:
-            sizes.append(parse_bytes(part, what))
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"{what}: need sizes > 0, got {text!r}")
-    return sizes
 
 
 def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callable]]) -> Table:
@@ -148,7 +129,7 @@ def predict(
     profile = _profile(model)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
-    algos = split_list(algo)
+    algos = split_algos(algo)
     for a in algos:
         canonical_name(parse_algo(a)[0])
     records = [
@@ -190,8 +171,8 @@ def collective(
     """All-reduce time, algbw and busbw (nccl-tests definitions) predicted in closed form."""
     cluster = _cluster(hardware, hardware_catalog)
     records = [_collective_record(a, p, n, cluster)
-               for a in split_list(algo)
-               for p in parse_int_list(ranks, "ranks") for n in parse_sizes(size)]
+               for a in split_algos(algo)
+               for p in parse_int_list(ranks, "ranks") for n in parse_size_list(size, what="size")]
     table = _table(f"all-reduce on {cluster.name} (predicted)", records, [
         ("algo", "algo", str), ("ranks", "ranks", str), ("nbytes", "size", format_bytes),
         ("time_s", "time", _seconds), ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"),
@@ -220,7 +201,7 @@ def sweep(
     for profile in profiles:
         for cluster in clusters:
             for g in parse_int_list(gpus, "gpus"):
-                for a in split_list(algo):
+                for a in split_algos(algo):
                     for b in parse_int_list(batch, "batch"):
                         if b >= g:
                             records.append(predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record())

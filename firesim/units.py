@@ -82,3 +82,28 @@ def format_bytes(nbytes: float) -> str:
             value = nbytes / scale
             return f"{value:.0f}{unit}" if value == int(value) else f"{value:.2f}{unit}"
     return f"{int(nbytes)}B"
+
+
+def parse_size_list(spec: str, factor: float = 2.0, what: str = "sizes") -> list[int]:
+    """'1KiB:64MiB' -> 1KiB, 2KiB, ... 64MiB (times ``factor``, like nccl-tests -b/-e/-f); '4KiB,1MiB' -> both."""
+    if factor <= 1:
+        raise UserError(f"factor: must be > 1, got {factor}")
+    sizes: list[int] = []
+    for part in filter(None, (x.strip() for x in str(spec).split(","))):
+        lo_s, colon, hi_s = part.partition(":")
+        lo = parse_bytes(lo_s, what)
+        if not colon:
+            if lo < 1:
+                raise UserError(f"{what}: sizes must be >= 1 byte, got {part!r}")
+            sizes.append(lo)
+            continue
+        hi = parse_bytes(hi_s, what)
+        if lo < 1 or hi < lo:
+            raise UserError(f"{what}: range {part!r} must go from >= 1 byte up to a larger size")
+        size = lo
+        while size <= hi:
+            sizes.append(int(size))
+            size = max(int(size * factor), size + 1)
+    if not sizes:
+        raise UserError(f"{what}: no sizes in {spec!r}")
+    return sizes

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from firerun.bench import check_data, expected_sum, parse_sizes, plan_for, split_algos
+from firerun.bench import check_data, expected_sum, plan_for
 from firerun.calibrate import fit_alpha_beta, fit_slope, pingpong_plan
 from firerun.check import standard_algos
 from firerun.cli import main
@@ -22,7 +22,8 @@ from firerun.env import dist_env
 from firerun.execute import Fault, _compile
 from firerun.launch import sbatch_script, supervise
 from firesim.errors import UserError
-from firesim.plans import build, match_messages
+from firesim.plans import build, match_messages, split_algos
+from firesim.units import parse_size_list as parse_sizes
 
 
 # ---- rank and world from any launcher ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from firesim.plans.builders import (
     parameter_server,
     parse_algo,
     ring,
+    split_algos,
 )
 from firesim.plans.ir import OP_NAMES, Op, Plan, PlanBuilder, chunk_bounds, write_json_atomic
 from firesim.plans.verify import PlanError, match_messages, verify
@@ -19,5 +20,5 @@ from firesim.plans.verify import PlanError, match_messages, verify
 __all__ = [
     "BUILDERS", "OP_NAMES", "Op", "Plan", "PlanBuilder", "PlanError", "binomial_tree", "build",
     "canonical_name", "chunk_bounds", "double_binary_tree", "halving_doubling", "hierarchical",
-    "match_messages", "node_groups", "parameter_server", "parse_algo", "ring", "verify", "write_json_atomic",
+    "match_messages", "node_groups", "parameter_server", "parse_algo", "ring", "split_algos", "verify", "write_json_atomic",
 ]

@@ -318,6 +318,20 @@ def parse_algo(spec: str) -> tuple[str, dict]:
     return canonical_name(name), options
 
 
+def split_algos(spec: str) -> list[str]:
+    """'ring,ps:servers=2,colocated=false,tree' -> ['ring', 'ps:servers=2,colocated=false', 'tree']:
+    an item with '=' but no ':' continues the previous algorithm's options."""
+    items: list[str] = []
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        if "=" in part and ":" not in part and items:
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    if not items:
+        raise UserError(f"algo: no algorithm in {spec!r}")
+    return items
+
+
 def build(algo: str, ranks: int, nbytes: int, **options) -> Plan:
     """Build a plan by name: build('ring', 8, 2**20); build('hierarchical', 16, n, ranks_per_node=4)."""
     name, parsed = parse_algo(algo)
