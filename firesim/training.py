@@ -103,9 +103,9 @@ def allreduce_seconds(cluster: Cluster, gpus: int, nbytes, algo: str):
                                    params.gamma_s_per_byte, **options)
 
 
-def iteration(profile: ModelProfile, cluster: Cluster, gpus: int, batch_per_gpu: float, algo: str, *,
-              dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES) -> Iteration:
-    """Closed-form iteration time of synchronous data-parallel SGD."""
+def _compute_seconds(profile: ModelProfile, cluster: Cluster, gpus: int, batch_per_gpu: float, algo: str,
+                     dtype: str) -> float:
+    """Forward + backward of one GPU's batch (3 x forward FLOPs); validates the inputs on the way."""
     if gpus < 1:
         raise UserError(f"gpus: must be >= 1, got {gpus}")
     if not batch_per_gpu >= 1:
@@ -114,13 +114,24 @@ def iteration(profile: ModelProfile, cluster: Cluster, gpus: int, batch_per_gpu:
     flops_per_s = compute_flops(cluster, dtype, batch_per_gpu)
     if not flops_per_s > 0:
         raise UserError(f"dtype: {cluster.gpu.name} has no {dtype} throughput")
-    compute_s = float(3 * profile.fwd_flops * batch_per_gpu / flops_per_s)
-    backward_s = compute_s * 2 / 3
+    return float(3 * profile.fwd_flops * batch_per_gpu / flops_per_s)
+
+
+def _buckets(profile: ModelProfile, dtype: str, overlap: bool, bucket_nbytes: int,
+             first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES) -> list[Bucket]:
+    """DDP buckets when overlapping; else the whole gradient as one exchange after backward."""
     grad_nbytes = _DTYPE_NBYTES.get(dtype, 4)
     if overlap:
-        buckets = gradient_buckets(profile, bucket_nbytes, grad_nbytes_per_param=grad_nbytes)
-    else:
-        buckets = [Bucket(profile.params * grad_nbytes, 1.0, ())]
+        return gradient_buckets(profile, bucket_nbytes, first_bucket_nbytes, grad_nbytes_per_param=grad_nbytes)
+    return [Bucket(profile.params * grad_nbytes, 1.0, ())]
+
+
+def iteration(profile: ModelProfile, cluster: Cluster, gpus: int, batch_per_gpu: float, algo: str, *,
+              dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES) -> Iteration:
+    """Closed-form iteration time of synchronous data-parallel SGD."""
+    compute_s = _compute_seconds(profile, cluster, gpus, batch_per_gpu, algo, dtype)
+    backward_s = compute_s * 2 / 3
+    buckets = _buckets(profile, dtype, overlap, bucket_nbytes)
     times = allreduce_seconds(cluster, gpus, np.array([b.nbytes for b in buckets], np.float64), algo)
     comm_done = 0.0
     for bucket, t in zip(buckets, np.atleast_1d(times)):
@@ -363,17 +374,9 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     backward. ``rank_speed`` and ``stragglers`` (drawn from ``seed``) scale each rank's compute; the seed
     also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``.
     """
-    if gpus < 1:
-        raise UserError(f"gpus: must be >= 1, got {gpus}")
-    if not batch_per_gpu >= 1:
-        raise UserError(f"batch: {batch_per_gpu:g} samples per GPU; need at least 1")
     if not optimizer_s >= 0:
         raise UserError(f"optimizer_s: must be >= 0, got {optimizer_s!r}")
-    canonical_name(parse_algo(algo)[0])
-    flops_per_s = compute_flops(cluster, dtype, batch_per_gpu)
-    if not flops_per_s > 0:
-        raise UserError(f"dtype: {cluster.gpu.name} has no {dtype} throughput")
-    compute_s = float(3 * profile.fwd_flops * batch_per_gpu / flops_per_s)
+    compute_s = _compute_seconds(profile, cluster, gpus, batch_per_gpu, algo, dtype)
     forward_s, backward_s = compute_s / 3, compute_s * 2 / 3
     speed = np.ones(gpus) if rank_speed is None else np.asarray(rank_speed, np.float64)
     if speed.shape != (gpus,) or not np.all(speed > 0):
@@ -381,10 +384,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     if stragglers is not None:
         speed = speed * stragglers.speeds(gpus, seed)
     itemsize = _DTYPE_NBYTES.get(dtype, 4)
-    if overlap:
-        buckets = gradient_buckets(profile, bucket_nbytes, first_bucket_nbytes, grad_nbytes_per_param=itemsize)
-    else:
-        buckets = [Bucket(profile.params * itemsize, 1.0, ())]
+    buckets = _buckets(profile, dtype, overlap, bucket_nbytes, first_bucket_nbytes)
     base = _bucket_plan(cluster, gpus, algo)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.array([[(forward_s + b.ready_fraction * backward_s) for b in buckets]]).T / speed  # [bucket, rank]
