@@ -55,7 +55,7 @@ def fair_share_finish(start_s: np.ndarray, work_s: np.ndarray) -> np.ndarray:
     return done
 
 
-_WINDOW = 3  # full children that may share the link with the smaller subtree's flow, before falling back
+_WINDOW = 2  # full children that may share the link with the smaller subtree's flow; rows that need more are solved whole
 
 
 def _last_child_arrivals(full_start: np.ndarray, last_start: np.ndarray, work: np.ndarray,
