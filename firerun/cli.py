@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from firerun import emulate, validate
 from firerun.env import dist_env
 from firerun.errors import ExecError
 from firesim.errors import UserError
@@ -22,6 +23,8 @@ from firesim.plans import Plan, write_json_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
+app.add_typer(emulate.emulate_app, name="emulate")
+app.command("validate")(validate.validate_cmd)
 
 Backend = Annotated[str, typer.Option("--backend", help="torch (gloo on CPU, NCCL on GPU) or mpi (mpi4py).")]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda: torch backend, NCCL).")]

@@ -1,0 +1,263 @@
+"""The emulated cluster (network namespaces + veths + bridges + tc shaping) and the validation loop on it.
+
+Needs root (``ip netns add``); everything else skips with the reason. Every cluster here records its state
+under the test's tmp_path, and the tests check that nothing is left behind: namespaces, root-namespace links.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from firerun.emulate import TCP_GOODPUT_EFFICIENCY, EmulatedCluster, check_emulable, list_clusters
+from firesim.errors import UserError
+from firesim.topology import load_topology
+
+pytestmark = pytest.mark.emulated
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGIES = ROOT / "examples" / "topologies"
+
+
+def _netns_refusal() -> str | None:
+    """Why this machine cannot build namespaces (None if it can): tried for real, then removed."""
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "iproute2 (ip, tc) is not installed"
+    probe = f"frtest{os.getpid()}"
+    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        return f"`ip netns add` refused: {done.stderr.strip() or done.returncode} (needs root)"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=20)
+    return None
+
+
+@pytest.fixture(scope="module")
+def netns():
+    reason = _netns_refusal()
+    if reason is not None:
+        print(f"skipping emulated-cluster tests: {reason}")
+        pytest.skip(reason)
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _root_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=20).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip()}
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _pair(tmp_path: Path, rate: str = "400mbit") -> Path:
+    return _write(tmp_path, "pair", f"""
+        name: pair
+        hosts: [a, b]
+        switches: [s]
+        links: [[a, s, {rate}], [b, s, {rate}]]
+    """)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what is refused (pure checks: no root needed)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("hosts: [h0, h1, h2, h3, h4]\nswitches: [s]\nlinks: [[h0, s, 100mbit], [h1, s, 100mbit], [h2, s, 100mbit],"
+     " [h3, s, 100mbit], [h4, s, 100mbit]]", "5 hosts"),
+    ("hosts: [h0, h1, h2]\nswitches: [s]\nlinks: [[h0, s, 2gbit], [h1, s, 2gbit], [h2, s, 1gbit]]", "5 Gbit/s"),
+    ("hosts: [h0, h1]\nswitches: [s]\nlinks: [[h0, s, 1gbit, 50us], [h1, s, 1gbit]]", "netem"),
+    ("hosts: [h0, h1]\nswitches: [s, t]\nlinks: [[h0, s, 1gbit], [h1, s, 1gbit], [h0, t, 1gbit]]", "2 links"),
+    ("hosts: [h0, h1, h2]\nlinks: [[h0, h1, 1gbit], [h1, h2, 1gbit], [h2, h0, 1gbit]]", "cycle"),
+    ("hosts: [{name: h0, gpus: 2}, h1]\ngpu_link: 300GB/s\nswitches: [s]\nlinks: [[h0, s, 1gbit], [h1, s, 1gbit]]",
+     "gpu"),
+])
+def test_refuses_what_it_cannot_emulate(tmp_path, text, words):
+    G = load_topology(_write(tmp_path, "bad", text))
+    with pytest.raises(UserError, match=words) as err:
+        check_emulable(G)
+    assert "\n" not in str(err.value)
+
+
+def test_example_topologies_are_emulable():
+    for path in sorted(TOPOLOGIES.glob("*.yaml")):
+        check_emulable(load_topology(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# lifecycle
+
+
+def test_up_down_leaves_nothing_behind(netns, tmp_path):
+    before_ns, before_links = _namespaces(), _root_links()
+    with EmulatedCluster(TOPOLOGIES / "two-level-4.yaml", state_dir=tmp_path) as cluster:
+        made = set(cluster.namespaces.values())
+        assert made <= _namespaces() and len(made) == 7
+        assert _root_links() == before_links  # veths live only inside the namespaces
+        assert cluster.state_file.exists()
+        status = cluster.status()
+        assert status["up"] and {(link["from"], link["to"]) for link in status["links"]} >= {("s0", "spine")}
+        # hosts reach each other through leaf - spine - leaf
+        probe = cluster.exec_in("h3", [sys.executable, "-c", "import socket; socket.create_connection"
+                                       f"(('{cluster.address('h0')}', 9), timeout=5)"], timeout_s=20)
+        assert "ConnectionRefused" in probe.stderr  # a RST from h0: the path works (nobody listens on 9)
+    assert _namespaces() == before_ns
+    assert _root_links() == before_links
+    assert not cluster.state_file.exists()
+
+
+def test_exception_inside_the_context_still_tears_down(netns, tmp_path):
+    before = _namespaces()
+    with pytest.raises(ZeroDivisionError):
+        with EmulatedCluster(TOPOLOGIES / "star4-1g.yaml", state_dir=tmp_path) as cluster:
+            sleeper = cluster.run_in("h1", ["sleep", "60"])
+            1 / 0  # noqa: B018
+    assert _namespaces() == before
+    assert sleeper.poll() is not None  # processes started inside were stopped
+
+
+def test_sigterm_tears_down(netns, tmp_path):
+    before = _namespaces()
+    script = textwrap.dedent(f"""
+        import time
+        from firerun.emulate import EmulatedCluster
+        with EmulatedCluster({str(TOPOLOGIES / 'star4-1g.yaml')!r}, state_dir={str(tmp_path)!r}) as c:
+            print(c.id, flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        cluster_id = proc.stdout.readline().strip()
+        assert cluster_id and any(ns.startswith(cluster_id) for ns in _namespaces())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert _namespaces() == before
+    assert list_clusters(tmp_path) == []
+
+
+def test_names_are_unique_and_down_works_from_another_process(netns, tmp_path):
+    before = _namespaces()
+    a = EmulatedCluster(TOPOLOGIES / "star4-1g.yaml", state_dir=tmp_path).up()
+    b = EmulatedCluster(TOPOLOGIES / "star4-1g.yaml", state_dir=tmp_path)
+    try:
+        b.up()
+        assert a.id != b.id and not set(a.namespaces.values()) & set(b.namespaces.values())
+        cli = [sys.executable, "-m", "firerun", "emulate"]
+        status = subprocess.run([*cli, "status", "--json", "--state-dir", str(tmp_path)], capture_output=True,
+                                text=True, timeout=60, cwd=ROOT)
+        assert sorted(r["id"] for r in json.loads(status.stdout)) == sorted([a.id, b.id])
+        down = subprocess.run([*cli, "down", a.id, "--state-dir", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+        assert down.returncode == 0, down.stderr
+        assert not set(a.namespaces.values()) & _namespaces()
+        assert set(b.namespaces.values()) <= _namespaces()  # the other cluster is untouched
+    finally:
+        a.down()
+        b.down()
+    assert _namespaces() == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# shaping
+
+
+_RECEIVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 5001)); s.listen(1)
+print("listening", flush=True)
+conn, _ = s.accept(); conn.settimeout(30); n = 0; first = None
+while True:
+    data = conn.recv(1 << 20)
+    if not data:
+        break
+    first = first or time.perf_counter()
+    n += len(data)
+print(n, n / (time.perf_counter() - first), flush=True)
+"""
+_SENDER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 5001), timeout=30); chunk = b"x" * (1 << 20)
+for _ in range(int(sys.argv[2])):
+    s.sendall(chunk)
+s.close()
+"""
+
+
+def test_shaping_gives_tcp_goodput_at_the_link_rate(netns, tmp_path):
+    """A bulk TCP transfer (no iperf: two small Python scripts) runs at rate x 1448/1514, and the counters
+    see the payload plus one Ethernet/IP/TCP header per 1448 bytes."""
+    topology = _pair(tmp_path, "400mbit")
+    G = load_topology(topology)
+    with EmulatedCluster(G, state_dir=tmp_path) as cluster:
+        receiver = cluster.run_in("b", [sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout.readline().strip() == "listening"
+        before = cluster.link_bytes()
+        mib = 48
+        sent = cluster.exec_in("a", [sys.executable, "-c", _SENDER, cluster.address("b"), str(mib)], timeout_s=60)
+        assert sent.returncode == 0, sent.stderr
+        nbytes, rate_Bps = receiver.stdout.readline().split()
+        receiver.wait(timeout=30)
+        after = cluster.link_bytes()
+    expected_Bps = G.edges["a", "s"]["bandwidth_Bps"] * TCP_GOODPUT_EFFICIENCY
+    assert int(nbytes) == mib << 20
+    assert float(rate_Bps) == pytest.approx(expected_Bps, rel=0.05)
+    wire = {link: after[link] - before[link] for link in after}
+    for link in (("a", "s"), ("s", "b")):
+        assert wire[link] == pytest.approx((mib << 20) / TCP_GOODPUT_EFFICIENCY, rel=0.01)
+    assert wire[("b", "s")] < 0.01 * wire[("a", "s")]  # only ACKs come back
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the validation loop
+
+
+def test_small_validation_predicts_time_and_ranking(netns, tmp_path):
+    """ring, tree and PS at 4 MiB on the two-level tree (500 Mbit/s hosts, 300 Mbit/s uplinks)."""
+    from firerun.validate import format_table, plot_timelines, validate
+
+    report = validate(TOPOLOGIES / "two-level-4.yaml", ["ring", "tree", "ps"], [4 << 20], repeat=3,
+                      out_dir=tmp_path / "out", state_dir=tmp_path, timeout_s=240)
+    print(format_table(report))
+    if report.warnings:
+        pytest.skip(f"timings not trustworthy: {'; '.join(report.warnings)}")
+    errors = sorted(abs(c.error) for c in report.cases)
+    assert errors[len(errors) // 2] <= 0.05, format_table(report)
+    assert errors[-1] <= 0.10, format_table(report)
+    assert report.ranking_match, format_table(report)
+    assert all(c.link_bytes_error <= 0.03 for c in report.cases), format_table(report)
+    plot_timelines(report, tmp_path / "timelines.png")
+    assert (tmp_path / "timelines.png").stat().st_size > 10_000
+    for c in report.cases:
+        assert Path(c.measured_trace).exists() and Path(c.predicted_trace).exists()
+
+
+def test_mpi_backend_runs_through_the_emulated_links(netns, tmp_path):
+    """mpiexec across the namespaces (ssh stand-in, -iface, shared memory off): the bytes cross the shapers."""
+    pytest.importorskip("mpi4py", reason="mpi4py (and the mpich wheel) not installed")
+    from firerun.validate import format_table, validate
+
+    report = validate(TOPOLOGIES / "two-level-4.yaml", ["ring", "ps"], [4 << 20], repeat=2, backend="mpi",
+                      out_dir=tmp_path / "out", state_dir=tmp_path, timeout_s=240)
+    print(format_table(report))
+    assert all(c.link_bytes_error <= 0.03 for c in report.cases), format_table(report)  # no shm bypass
+    if report.warnings:
+        pytest.skip(f"timings not trustworthy: {'; '.join(report.warnings)}")
+    assert all(abs(c.error) <= 0.10 for c in report.cases), format_table(report)
