@@ -20,6 +20,7 @@ from rich.table import Table
 from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
 from firesim.plans import build, canonical_name, parse_algo, split_algos, verify
+from firesim.training import allreduce_seconds
 from firesim.training import predict as predict_training
 from firesim.units import format_bytes, parse_bytes, parse_size_list
 
@@ -150,9 +151,6 @@ def predict(
 
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
-    name, options = parse_algo(algo)
-    from firesim.training import allreduce_seconds
-
     time_s = float(allreduce_seconds(cluster, ranks, nbytes, algo))
     algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
     return {"algo": algo, "ranks": ranks, "nbytes": nbytes, "time_s": time_s, "algbw_GBps": algbw,

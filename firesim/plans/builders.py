@@ -78,7 +78,7 @@ def binomial_tree(ranks: int, nbytes: int, chunks: int = 1, root: int = 0) -> Pl
     c = _positive("chunks", chunks)
     if not 0 <= root < p:
         raise UserError(f"root: must be in 0..{p - 1}, got {root}")
-    b = PlanBuilder("tree", p, nbytes, chunks=c, chunks_arg=c, root=root)
+    b = PlanBuilder("tree", p, nbytes, chunks=c, root=root)
     members = (np.arange(p) + root) % p
     pieces = [(j, 1) for j in range(c)]
     _binomial(b, members, pieces, reduce_step=0, bcast_step=_ceil_log2(p) + c)
