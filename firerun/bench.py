@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from firerun.execute import Executor, dtype_name
+from firesim.analytic import allreduce_bandwidths_GBps
 from firesim.errors import UserError
 from firesim.plans import Plan, build, parse_algo, verify
 from firesim.units import format_bytes
@@ -153,12 +154,12 @@ def run_bench(ex: Executor, algos: list[str], sizes: list[int], *, dtype: torch.
         builtin_s = statistics.median(times[BUILTIN])
         for case in cases:
             t_s = statistics.median(times[case.algo])
-            algbw = nbytes / t_s / 1e9
             p = case.workers
+            algbw, busbw = allreduce_bandwidths_GBps(nbytes, t_s, p)
             record = BenchRecord(
                 algo=case.algo, size_bytes=nbytes, count=nbytes // itemsize, dtype=dtype_name(dtype),
                 ranks=ex.size, workers=p, backend=ex.transport.name, time_us=t_s * 1e6, algbw_GBps=algbw,
-                busbw_GBps=algbw * 2 * (p - 1) / p if p > 1 else 0.0, vs_builtin=builtin_s / t_s,
+                busbw_GBps=busbw, vs_builtin=builtin_s / t_s,
                 wrong=wrong[case.algo] if check else -1, iters=iters, reps=reps,
                 time_us_reps=[t * 1e6 for t in times[case.algo]])
             records.append(record)

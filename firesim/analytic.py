@@ -230,6 +230,12 @@ def allreduce_time(algo: str, ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_p
     return fn(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, **parsed)
 
 
+def allreduce_bandwidths_GBps(nbytes: float, time_s: float, ranks: int) -> tuple[float, float]:
+    """nccl-tests' all-reduce figures: algbw = bytes / time, busbw = algbw x 2(p-1)/p (0 for one rank)."""
+    algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
+    return algbw, (algbw * 2 * (ranks - 1) / ranks if ranks > 1 else 0.0)
+
+
 def bytes_sent(algo: str, ranks: int, nbytes: int, **options) -> np.ndarray:
     """Bytes each rank sends under the formula's model (tests check this equals the plan's count)."""
     name, parsed = parse_algo(algo)

@@ -17,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from firesim.analytic import allreduce_bandwidths_GBps
 from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
 from firesim.plans import build, canonical_name, parse_algo, split_algos, verify
@@ -133,10 +134,11 @@ def predict(
     algos = split_algos(algo)
     for a in algos:
         canonical_name(parse_algo(a)[0])
+    bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
                          baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=parse_bytes(bucket_size, "bucket-size"), engine=engine).record()
+                         bucket_nbytes=bucket_nbytes, engine=engine).record()
         for g in gpu_counts for a in algos
     ]
     title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
@@ -152,9 +154,9 @@ def predict(
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
     time_s = float(allreduce_seconds(cluster, ranks, nbytes, algo))
-    algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
+    algbw, busbw = allreduce_bandwidths_GBps(nbytes, time_s, ranks)
     return {"algo": algo, "ranks": ranks, "nbytes": nbytes, "time_s": time_s, "algbw_GBps": algbw,
-            "busbw_GBps": algbw * 2 * (ranks - 1) / ranks, "hardware": cluster.name}
+            "busbw_GBps": busbw, "hardware": cluster.name}
 
 
 @app.command()
@@ -258,10 +260,10 @@ def simulate(
     if chrome:
         result.to_chrome(chrome)
     time_s = result.duration_s
-    algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
+    algbw, busbw = allreduce_bandwidths_GBps(nbytes, time_s, ranks)
     record = {"plan": plan, "ranks": ranks, "nbytes": nbytes, "topology": graph.graph.get("name", topology),
               "hardware": cluster.name, "time_s": time_s, "algbw_GBps": algbw,
-              "busbw_GBps": algbw * 2 * (ranks - 1) / ranks, "ops": built.n_ops,
+              "busbw_GBps": busbw, "ops": built.n_ops,
               "events": int(result.header.extra.get("events", 0)), "wall_s": wall_s}
     table = _table(f"{plan} on {record['topology']} (simulated)", [record], [
         ("ranks", "ranks", str), ("nbytes", "size", format_bytes), ("time_s", "time", _seconds),

@@ -138,3 +138,10 @@ def test_binomial_reduce_is_exact_for_large_p_and_any_cost_ratio():
                         t = max(t, a) + add
                 ready[v] = t
             assert analytic.binomial_reduce_time(p, alpha, work, add) == pytest.approx(ready[0], rel=1e-9), (p, alpha)
+
+
+def test_allreduce_bandwidths_follow_nccl_tests():
+    algbw, busbw = analytic.allreduce_bandwidths_GBps(2e9, 1.0, 8)
+    assert (algbw, busbw) == (2.0, 2.0 * 2 * 7 / 8)
+    assert analytic.allreduce_bandwidths_GBps(1e9, 0.5, 1) == (2.0, 0.0)  # one rank moves nothing
+    assert analytic.allreduce_bandwidths_GBps(1e9, 0.0, 1) == (float("inf"), 0.0)  # not NaN
