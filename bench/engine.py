@@ -19,7 +19,7 @@ from firesim.engine import simulate
 from firesim.hardware import resolve_cluster
 from firesim.plans import build
 from firesim.training import simulate_iteration
-from models.catalog import load_profile
+from firesim.workload import load_workload
 
 ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte = 5e-6, 1 / 12.5e9, 1 / 50e9
 NBYTES = 64 * 2**20
@@ -70,7 +70,7 @@ def main() -> None:
                       f"{extra['events'] / wall_s:,.0f}", f"{trace.duration_s * 1e3:.2f} ms", _verdict(wall_s, target_s))
     console.print(table)
 
-    profile = load_profile("googlenet")
+    profile = load_workload("googlenet")
     table = Table(title="engine: one GoogLeNet iteration, 128 GPUs, batch 8/GPU, DDP buckets (25 MB, first 1 MB)")
     for col in ("cluster", "algorithm", "ops", "events", "wall s", "cpu s", "events/s", "iteration",
                 "exposed comm", "target"):

@@ -26,7 +26,7 @@ import torch
 from firerun.execute import Executor, dtype_name
 from firesim.analytic import allreduce_bandwidths_GBps
 from firesim.errors import UserError
-from firesim.plans import Plan, build, parse_algo, verify
+from firesim.plans import Plan, resolve, verify
 from firesim.units import format_bytes
 
 BUILTIN = "builtin"
@@ -59,16 +59,8 @@ class BenchRecord:
 def plan_for(algo: str, world: int, nbytes: int) -> Plan:
     """The plan ``algo`` over this job's ``world`` ranks. Dedicated PS servers come out of the world:
     ps:servers=2,colocated=false on 6 ranks is 4 workers and 2 servers."""
-    name, options = parse_algo(algo)
-    workers = world
-    if name == "ps" and options.get("colocated") is False:
-        workers = world - int(options.get("servers", 1))
-        if workers < 1:
-            raise UserError(f"algo {algo}: {world} ranks leave no worker beside {world - workers} servers")
-    plan = build(algo, workers, nbytes)
-    if plan.ranks != world:
-        raise UserError(f"algo {algo}: the plan has {plan.ranks} ranks, the job {world}")
-    return plan
+    choice = resolve(algo)
+    return choice.build(choice.workers(world), nbytes)
 
 
 # Largest value + 1 per dtype so that a sum over 64 ranks stays an exactly representable integer:

@@ -16,7 +16,8 @@ import torch
 
 from firerun.bench import BUILTIN, check_data, count_wrong, plan_for
 from firerun.execute import DTYPES, Executor, dtype_name
-from firesim.plans import verify
+from firesim.errors import UserError
+from firesim.plans import algorithms, resolve, verify
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,18 @@ class CheckRecord:
 
 
 def standard_algos(world: int) -> list[str]:
-    """Every builder, with the options that change its structure, that fits ``world`` ranks."""
-    algos = ["ring", "tree", "tree:chunks=3", "ps", "halving_doubling", "double_binary_tree",
-             "double_binary_tree:chunks_per_tree=2", "hierarchical:ranks_per_node=2",
-             "hierarchical:ranks_per_node=3,inter=halving_doubling"]
-    if world >= 2:
-        algos += ["ps:servers=2", "ps:servers=1,colocated=false"]
-    if world >= 3:
-        algos += ["ps:servers=2,colocated=false"]
-    return algos
+    """Every registered algorithm, plain and with the options that change its structure, that fits ``world``
+    ranks."""
+    specs = []
+    for algorithm in algorithms():
+        for spec in (algorithm.name, *algorithm.examples):
+            try:
+                choice = resolve(spec)
+                choice.check(choice.workers(world))
+            except UserError:
+                continue  # needs options (hierarchical) or more ranks than the job has
+            specs.append(spec)
+    return specs
 
 
 def standard_numels(world: int) -> list[int]:

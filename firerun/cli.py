@@ -19,7 +19,8 @@ from firerun import emulate, validate
 from firerun.env import dist_env
 from firerun.errors import ExecError
 from firesim.errors import UserError
-from firesim.plans import Plan, write_json_atomic
+from firesim.io import write_json_atomic, write_text_atomic
+from firesim.plans import Plan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
@@ -82,11 +83,11 @@ def bench(
 ) -> None:
     """nccl-tests-style table: time, algbw, busbw, speed vs the built-in all_reduce, #wrong."""
     from firerun.bench import bench_table, run_bench
-    from firesim.plans import split_algos
+    from firesim.plans import split_specs
     from firesim.units import parse_size_list
 
     size_list = parse_size_list(sizes, factor)
-    algos = split_algos(algo)
+    algos = split_specs(algo)
     torch_dtype = parse_dtype(dtype)
 
     def body(ex, console: Console) -> int:
@@ -117,7 +118,7 @@ def check(
 ) -> None:
     """Run every algorithm on awkward sizes and check each result against the exact sum on every rank."""
     from firerun.check import check_table, run_check, standard_algos, standard_numels
-    from firesim.plans import split_algos
+    from firesim.plans import split_specs
 
     dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in _split(dtype)]
     try:
@@ -126,7 +127,7 @@ def check(
         raise UserError(f"numel: expected integers like 3,1031, got {numel!r}") from None
 
     def body(ex, console: Console) -> int:
-        algos = standard_algos(ex.size) if algo.strip() == "all" else split_algos(algo)
+        algos = standard_algos(ex.size) if algo.strip() == "all" else split_specs(algo)
         records = run_check(ex, algos, numels or standard_numels(ex.size), dtypes, traced=trace)
         console.print(check_table(records, f"firerun check: {ex.size} ranks, {ex.transport.name}"))
         bad = [r for r in records if r.wrong or r.trace_ok is False]
@@ -358,11 +359,7 @@ def slurm(
     if output is None:
         sys.stdout.write(script)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(script)
-    tmp.chmod(0o755)
-    os.replace(tmp, output)
+    write_text_atomic(output, script).chmod(0o755)
     Console(stderr=True).print(f"wrote {output}: submit with `sbatch {output}`", highlight=False)
 
 

@@ -51,7 +51,8 @@ import networkx as nx
 import typer
 
 from firesim.errors import UserError
-from firesim.plans.ir import Op, Plan, write_json_atomic
+from firesim.io import write_json_atomic
+from firesim.plans.ir import Op, Plan
 
 __all__ = [
     "EmulatedCluster",

@@ -55,7 +55,7 @@ from firerun.emulate import (
     plan_link_bytes,
 )
 from firesim.errors import UserError
-from firesim.plans import Op, Plan, build, parse_algo, split_algos
+from firesim.plans import Op, Plan, build, resolve, split_specs
 from firesim.trace import Trace
 
 __all__ = ["CaseResult", "ValidationReport", "engine_topology", "validate", "validate_cmd"]
@@ -193,7 +193,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
         raise UserError(f"repeat: must be >= 1 (warmup >= 0), got {repeat} ({warmup})")
     algos = list(algos)
     for a in algos:
-        parse_algo(a)  # one-line UserError for an unknown algorithm or a malformed option
+        resolve(a)  # one-line UserError for an unknown algorithm or a malformed option
     sizes = [int(n) for n in sizes]
     if any(n < 4 or n % 4 for n in sizes):
         raise UserError(f"size: must be a positive multiple of 4 bytes (float32), got {sizes}")
@@ -464,7 +464,7 @@ def _worker(spec_path: str) -> None:
         if spec["backend"] != "mpi":
             dist.destroy_process_group()
     if rank == 0:
-        from firesim.plans.ir import write_json_atomic
+        from firesim.io import write_json_atomic
 
         write_json_atomic(out / "results.json", results)
 
@@ -561,7 +561,7 @@ def validate_cmd(
 
     log = None if as_json else (lambda msg: typer.echo(msg, err=True))
     try:
-        report = validate(topology, split_algos(algo), parse_size_list(size, what="size"), repeat=repeat,
+        report = validate(topology, split_specs(algo), parse_size_list(size, what="size"), repeat=repeat,
                           out_dir=out, eager=eager, shaper=shaper, backend=backend, log=log)
     except RuntimeError as err:  # a rank failed or the cluster could not be built: one line, exit 1
         typer.echo(f"firerun validate: {err}", err=True)

@@ -11,11 +11,40 @@ after another, as MPICH's sends do). Every argument broadcasts: pass arrays to s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from firesim.errors import UserError
-from firesim.plans.builders import canonical_name, double_binary_tree_parents, parse_algo
+
+@dataclass(frozen=True)
+class CommParams:
+    """Cost of one message of n bytes: alpha_s + n * beta_s_per_byte; reducing it at the receiver: n * gamma."""
+
+    alpha_s: float
+    beta_s_per_byte: float
+    gamma_s_per_byte: float
+
+    def astuple(self) -> tuple[float, float, float]:
+        return self.alpha_s, self.beta_s_per_byte, self.gamma_s_per_byte
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What a message costs at each level of a cluster: between nodes (``inter``) and, where nodes hold
+    several GPUs, inside one (``intra``, with ``ranks_per_node`` ranks a node)."""
+
+    inter: CommParams
+    intra: CommParams | None = None
+    ranks_per_node: int = 1
+
+    def flat(self, ranks) -> CommParams:
+        """The level a one-level algorithm over ``ranks`` ranks runs at: intra while they fit one node."""
+        if self.intra is None:
+            return self.inter
+        inside = np.asarray(ranks) <= self.ranks_per_node
+        if inside.ndim == 0:
+            return self.intra if bool(inside) else self.inter
+        return CommParams(*(np.where(inside, a, b) for a, b in zip(self.intra.astuple(), self.inter.astuple())))
 
 
 def _ceil_log2(p):
@@ -188,46 +217,23 @@ def double_binary_tree_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per
     return np.where(p > 1, t, 0.0)
 
 
-FORMULAS: dict[str, Callable] = {
-    "ring": ring_time,
-    "tree": tree_time,
-    "ps": ps_time,
-    "halving_doubling": halving_doubling_time,
-    "double_binary_tree": double_binary_tree_time,
-}
-
-
-def hierarchical_time(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, *, ranks_per_node: int,
-                      inter: str = "ring", intra: str = "tree", intra_params: tuple[float, float, float] | None = None,
-                      **inter_options):
-    """Reduce inside each node, all-reduce across the node leaders, broadcast inside each node.
-
-    alpha/beta/gamma are the inter-node figures; ``intra_params`` = (alpha_s, beta_s_per_byte,
-    gamma_s_per_byte) inside a node (defaults to the same). Assumes full nodes.
-    """
-    a_in, b_in, g_in = intra_params or (alpha_s, beta_s_per_byte, gamma_s_per_byte)
+def hierarchical_time(ranks, nbytes, levels: Levels, *, ranks_per_node: int, inter_time: Callable,
+                      intra: str = "tree"):
+    """Reduce inside each node to its leader, all-reduce across the leaders (``inter_time(nodes, nbytes)``),
+    broadcast inside each node. The node level costs ``levels.intra`` (``levels.inter`` where there is none).
+    Assumes full nodes."""
+    a_in, b_in, g_in = (levels.intra or levels.inter).astuple()
     g = int(ranks_per_node)
     nodes = np.ceil(np.asarray(ranks, np.float64) / g)
     n = np.asarray(nbytes, np.float64)
-    if intra == "tree":
-        depth = float(np.ceil(np.log2(g))) if g > 1 else 0.0
-        local = (binomial_reduce_time(g, a_in, n * b_in, n * g_in)) + depth * (a_in + n * b_in)
+    if g == 1:
+        local = 0.0
+    elif intra == "tree":
+        depth = float(np.ceil(np.log2(g)))
+        local = binomial_reduce_time(g, a_in, n * b_in, n * g_in) + depth * (a_in + n * b_in)
     else:
-        local = (a_in + (g - 1) * n * b_in + (g - 1) * n * g_in + a_in + (g - 1) * n * b_in) if g > 1 else 0.0
-    return local + allreduce_time(inter, nodes, n, alpha_s, beta_s_per_byte, gamma_s_per_byte, **inter_options)
-
-
-def allreduce_time(algo: str, ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, **options):
-    """Seconds for one all-reduce of ``nbytes`` over ``ranks`` ranks with algorithm ``algo`` (a builder name,
-    options as keywords or in the name: 'ps:servers=4')."""
-    name, parsed = parse_algo(algo)
-    parsed.update(options)
-    if np.any(np.asarray(ranks) < 1):
-        raise UserError("ranks: must be >= 1")
-    if np.any(np.asarray(nbytes) < 0):
-        raise UserError("nbytes: must be >= 0")
-    fn = hierarchical_time if name == "hierarchical" else FORMULAS[name]
-    return fn(ranks, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, **parsed)
+        local = a_in + (g - 1) * n * b_in + (g - 1) * n * g_in + a_in + (g - 1) * n * b_in
+    return local + np.where(nodes > 1, inter_time(nodes, n), 0.0)
 
 
 def allreduce_bandwidths_GBps(nbytes: float, time_s: float, ranks: int) -> tuple[float, float]:
@@ -236,37 +242,35 @@ def allreduce_bandwidths_GBps(nbytes: float, time_s: float, ranks: int) -> tuple
     return algbw, (algbw * 2 * (ranks - 1) / ranks if ranks > 1 else 0.0)
 
 
-def bytes_sent(algo: str, ranks: int, nbytes: int, **options) -> np.ndarray:
-    """Bytes each rank sends under the formula's model (tests check this equals the plan's count)."""
-    name, parsed = parse_algo(algo)
-    parsed.update(options)
+# ---- bytes each rank sends, as the builders write the plans (tests check them against every plan) ----------
+def ring_bytes_sent(ranks: int, nbytes: float) -> np.ndarray:
+    p = int(ranks)
+    return np.full(p, 2 * (p - 1) * float(nbytes) / p)
+
+
+def tree_bytes_sent(ranks: int, nbytes: float) -> np.ndarray:
     p, n = int(ranks), float(nbytes)
     r = np.arange(p)
-    if name == "ring":
-        return np.full(p, 2 * (p - 1) * n / p)
-    if name == "tree":
-        depth = int(np.ceil(np.log2(p)))
-        level = np.where(r == 0, depth, np.log2(np.maximum(r & -r, 1)).astype(int))
-        children = sum(((j < level) & (r + (1 << j) < p)).astype(int) for j in range(depth))
-        return n * ((r != 0) + children)
-    if name == "ps":
-        s = int(parsed.get("servers", 1))
-        if parsed.get("colocated", True):
-            return np.where(r < s, (s - 1) * n / s + (p - 1) * n / s, n)
-        return np.concatenate([np.full(p, n), np.full(s, p * n / s)])
-    if name == "halving_doubling":
-        pow2 = 1 << (p.bit_length() - 1)
-        rem = p - pow2
-        core = 2 * (pow2 - 1) / pow2 * n
-        out = np.full(p, core)
-        out[: 2 * rem : 2] = n  # even ranks of the pairs only hand their buffer over
-        out[1 : 2 * rem : 2] = core + n
-        return out
-    if name == "double_binary_tree":
-        out = np.zeros(p)
-        m = n / 2
-        first, second = double_binary_tree_parents(p)
-        for parent in (first, second):
-            out += m * (parent >= 0) + m * np.bincount(parent[parent >= 0], minlength=p)
-        return out
-    raise UserError(f"bytes_sent: no closed form for {canonical_name(algo)}")
+    depth = int(np.ceil(np.log2(p))) if p > 1 else 0
+    level = np.where(r == 0, depth, np.log2(np.maximum(r & -r, 1)).astype(int))
+    children = sum(((j < level) & (r + (1 << j) < p)).astype(int) for j in range(depth))
+    return n * ((r != 0) + children)
+
+
+def ps_bytes_sent(ranks: int, nbytes: float, servers: int = 1, colocated: bool = True) -> np.ndarray:
+    p, n, s = int(ranks), float(nbytes), int(servers)
+    r = np.arange(p)
+    if colocated:
+        return np.where(r < s, (s - 1) * n / s + (p - 1) * n / s, n)
+    return np.concatenate([np.full(p, n), np.full(s, p * n / s)])
+
+
+def halving_doubling_bytes_sent(ranks: int, nbytes: float) -> np.ndarray:
+    p, n = int(ranks), float(nbytes)
+    pow2 = 1 << (p.bit_length() - 1)
+    rem = p - pow2
+    core = 2 * (pow2 - 1) / pow2 * n
+    out = np.full(p, core)
+    out[: 2 * rem : 2] = n  # even ranks of the pairs only hand their buffer over
+    out[1 : 2 * rem : 2] = core + n
+    return out

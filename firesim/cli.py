@@ -5,7 +5,6 @@ Every command takes ``--json`` for machine-readable output. Bad input exits with
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections.abc import Callable
@@ -18,12 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from firesim.analytic import allreduce_bandwidths_GBps
+from firesim.cluster import allreduce_seconds
 from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
-from firesim.plans import build, canonical_name, parse_algo, split_algos, verify
-from firesim.training import allreduce_seconds
+from firesim.io import write_csv_atomic, write_json_atomic
+from firesim.plans import build, resolve, split_specs, verify
 from firesim.training import predict as predict_training
-from firesim.units import format_bytes, parse_bytes, parse_size_list
+from firesim.units import format_bytes, parse_bytes, parse_int_list, parse_size_list, split_list
+from firesim.workload import list_workloads, load_workload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict how fast a network trains on a GPU cluster, and which gradient exchange wins.")
@@ -36,33 +37,6 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")]
-
-
-def split_list(text: str) -> list[str]:
-    """'tree, ps,,ring' -> ['tree', 'ps', 'ring']."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
-    values: list[int] = []
-    for part in split_list(text):
-        lo, colon, hi = part.partition(":")
-        try:
-            if colon:
-                start, stop = int(lo), int(hi)
-                if start < 1 or stop < start:
-                    raise ValueError
-                while start <= stop:
-                    values.append(start)
-                    start *= 2
-            else:
-                values.append(int(part))
-        except ValueError:
-            raise UserError(f"{what}: cannot parse {part!r} (e.g. 1,32,128 or 1:128)") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{what}: need integers >= 1, got {text!r}")
-    return values
 
 
 def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callable]]) -> Table:
@@ -99,12 +73,6 @@ def _cluster(hardware: str, catalog: Path | None):
     return resolve_cluster(hardware, load_catalog(catalog) if catalog else None)
 
 
-def _profile(name: str):
-    from models.catalog import load_profile
-
-    return load_profile(name)
-
-
 CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Extra YAML that overrides or adds catalog entries.")]
 
 
@@ -128,12 +96,12 @@ def predict(
     """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm."""
     if batch is None and batch_per_gpu is None:
         batch = 1024
-    profile = _profile(model)
+    profile = load_workload(model)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
-    algos = split_algos(algo)
+    algos = split_specs(algo)
     for a in algos:
-        canonical_name(parse_algo(a)[0])
+        resolve(a)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
@@ -171,7 +139,7 @@ def collective(
     """All-reduce time, algbw and busbw (nccl-tests definitions) predicted in closed form."""
     cluster = _cluster(hardware, hardware_catalog)
     records = [_collective_record(a, p, n, cluster)
-               for a in split_algos(algo)
+               for a in split_specs(algo)
                for p in parse_int_list(ranks, "ranks") for n in parse_size_list(size, what="size")]
     table = _table(f"all-reduce on {cluster.name} (predicted)", records, [
         ("algo", "algo", str), ("ranks", "ranks", str), ("nbytes", "size", format_bytes),
@@ -196,26 +164,19 @@ def sweep(
         raise UserError(f"out: must end in .csv or .json, got {out.name!r}")
     models = split_list(model)
     clusters = [_cluster(h, hardware_catalog) for h in split_list(hardware)]
-    profiles = [_profile(m) for m in models]
+    profiles = [load_workload(m) for m in models]
     records = []
     for profile in profiles:
         for cluster in clusters:
             for g in parse_int_list(gpus, "gpus"):
-                for a in split_algos(algo):
+                for a in split_specs(algo):
                     for b in parse_int_list(batch, "batch"):
                         if b >= g:
                             records.append(predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record())
-    from firesim.plans import write_json_atomic
-
     if out.suffix == ".json":
         write_json_atomic(out, records)
     else:
-        tmp = out.with_name(f".{out.name}.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["model"])
-            writer.writeheader()
-            writer.writerows(records)
-        tmp.replace(out)
+        write_csv_atomic(out, records)
     console.print(f"wrote {len(records)} predictions to {out}")
 
 
@@ -334,11 +295,9 @@ def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False)
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
     """Models with saved profiles: parameters, forward FLOPs, dataset."""
-    from models.catalog import list_profiles
-
     records = []
-    for name in list_profiles():
-        p = _profile(name)
+    for name in list_workloads():
+        p = load_workload(name)
         records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
                         "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
     table = _table("model zoo", records, [

@@ -10,13 +10,10 @@ Plain functions over frozen pydantic models; the only cache is the parsed packag
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
@@ -27,8 +24,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from firesim.analytic import CommParams
 from firesim.config import read_yaml
-from firesim.errors import UserError
+from firesim.errors import UserError, error_reason, one_line
+from firesim.io import write_text_atomic
 from firesim.units import parse_bytes, parse_rate, parse_seconds
 
 Dtype = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8"]
@@ -228,40 +227,7 @@ class Catalog(_Model):
     clusters: dict[str, Cluster] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CommParams:
-    """Cost of one message of n bytes: alpha_s + n * beta_s_per_byte; reducing it at the receiver: n * gamma."""
-
-    alpha_s: float
-    beta_s_per_byte: float
-    gamma_s_per_byte: float
-
-
 # ------------------------------------------------------------------------------------------ error reporting
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _reason(err: Mapping[str, Any]) -> str:
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    got = f", got {value!r}" if isinstance(value, (str, int, float, bool, type(None))) else ""
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "value_error":
-        return str(err["msg"]).removeprefix("Value error, ")
-    if kind == "greater_than":
-        return f"must be > {ctx.get('gt')}{got}"
-    if kind == "greater_than_equal":
-        return f"must be >= {ctx.get('ge')}{got}"
-    if kind == "less_than_equal":
-        return f"must be <= {ctx.get('le')}{got}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}{got}"
-    return f"{err['msg']}{got}"
-
-
 def _validation_message(exc: ValidationError, label_for: Callable[[tuple], str]) -> str:
     """The first error as '<file>: <dotted.field>: <reason>' (plus how many more there were)."""
     errors = exc.errors(include_url=False)
@@ -269,7 +235,7 @@ def _validation_message(exc: ValidationError, label_for: Callable[[tuple], str])
     loc = tuple(part for part in err["loc"] if part != "[key]")
     field = ".".join(str(part) for part in loc) or "(top level)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return _one_line(f"{label_for(loc)}: {field}: {_reason(err)}{more}")
+    return one_line(f"{label_for(loc)}: {field}: {error_reason(err)}{more}")
 
 
 def _validate(model: type[_Model], data: Any, label_for: Callable[[tuple], str]) -> Any:
@@ -433,23 +399,10 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
-    """Write ``profile`` as YAML atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = ("# firesim calibrated hardware profile; use it as --hardware " + path.name + "\n"
+    """Write ``profile`` as YAML atomically."""
+    text = ("# firesim calibrated hardware profile; use it as --hardware " + Path(path).name + "\n"
             + yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(path, text)
 
 
 def profile_level(profile: HardwareProfile, level: Level) -> CommParams:

@@ -19,7 +19,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from firesim.errors import UserError
-from firesim.plans.ir import OP_NAMES, Op, Plan, decode_array, encode_array, write_json_atomic
+from firesim.io import write_json_atomic
+from firesim.plans.ir import OP_NAMES, Op, Plan, decode_array, encode_array
 
 TRACE_FORMAT = "firesim.trace/1"
 _COLUMNS = {"rank": np.int32, "op": np.int8, "chunk": np.int32, "peer": np.int32, "nbytes": np.int64,

@@ -11,21 +11,19 @@ This module is the fast closed-form path; ``simulate_iteration`` plays the same 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import networkx as nx
 import numpy as np
 
-from firesim import analytic
-from firesim import topology as topo
+from firesim.cluster import allreduce_seconds, bucket_plan, cluster_topology, resolve_for
 from firesim.engine import simulate
 from firesim.errors import UserError
-from firesim.hardware import Cluster, comm_params, compute_flops, price_per_gpu_hour
-from firesim.plans import Op, Plan, build, canonical_name, parse_algo
+from firesim.hardware import Cluster, comm_params, compute_flops, price_per_gpu_hour, resolve_cluster
+from firesim.plans import Op, Plan
 from firesim.trace import Trace
-from models.catalog import ModelProfile
+from firesim.workload import ModelProfile, load_workload
 
 DDP_BUCKET_NBYTES = 25 * 2**20
 DDP_FIRST_BUCKET_NBYTES = 1 * 2**20
@@ -80,29 +78,6 @@ class Iteration:
     iteration_s: float
 
 
-def allreduce_seconds(cluster: Cluster, gpus: int, nbytes, algo: str):
-    """Closed-form all-reduce time of ``nbytes`` over ``gpus`` GPUs of ``cluster``.
-
-    Inside one node the intra-node link sets the cost; across nodes the inter-node one. ``hierarchical``
-    uses both, and falls back to its ``inter`` algorithm where there is only one level.
-    """
-    if gpus == 1:
-        return np.zeros_like(np.asarray(nbytes, dtype=np.float64))
-    name, options = parse_algo(algo)
-    level = "intra" if gpus <= cluster.gpus_per_node else "inter"
-    if name == "hierarchical":
-        if cluster.gpus_per_node == 1 or gpus <= cluster.gpus_per_node:
-            name, inner = parse_algo(options.pop("inter", "ring"))
-            options = {**options, **inner}
-        else:
-            intra = comm_params(cluster, "intra")
-            options.setdefault("ranks_per_node", cluster.gpus_per_node)
-            options["intra_params"] = (intra.alpha_s, intra.beta_s_per_byte, intra.gamma_s_per_byte)
-    params = comm_params(cluster, level)
-    return analytic.allreduce_time(name, gpus, nbytes, params.alpha_s, params.beta_s_per_byte,
-                                   params.gamma_s_per_byte, **options)
-
-
 def _compute_seconds(profile: ModelProfile, cluster: Cluster, gpus: int, batch_per_gpu: float, algo: str,
                      dtype: str) -> float:
     """Forward + backward of one GPU's batch (3 x forward FLOPs); validates the inputs on the way."""
@@ -110,7 +85,7 @@ def _compute_seconds(profile: ModelProfile, cluster: Cluster, gpus: int, batch_p
         raise UserError(f"gpus: must be >= 1, got {gpus}")
     if not batch_per_gpu >= 1:
         raise UserError(f"batch: {batch_per_gpu:g} samples per GPU on {gpus} GPUs; need at least 1")
-    canonical_name(parse_algo(algo)[0])
+    resolve_for(cluster, gpus, algo)
     flops_per_s = compute_flops(cluster, dtype, batch_per_gpu)
     if not flops_per_s > 0:
         raise UserError(f"dtype: {cluster.gpu.name} has no {dtype} throughput")
@@ -165,7 +140,7 @@ class Prediction:
         return asdict(self)
 
 
-def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, batch: int | None = None,
+def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo: str, *, batch: int | None = None,
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
             engine: str = "analytic") -> Prediction:
@@ -175,7 +150,10 @@ def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, ba
     engine="des" plays the iteration on the simulator (``simulate_iteration``: the cluster's topology, link
     contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
     all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
+    ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
     """
+    profile = load_workload(profile) if isinstance(profile, str) else profile
+    cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
     if engine not in ("analytic", "des"):
         raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
     if (batch is None) == (batch_per_gpu is None):
@@ -192,9 +170,9 @@ def predict(profile: ModelProfile, cluster: Cluster, gpus: int, algo: str, *, ba
                                  overlap=overlap, bucket_nbytes=bucket_nbytes)
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, dtype=dtype, overlap=overlap)
-    iterations = epochs * profile.train_images / global_batch
+    iterations = epochs * profile.train_samples / global_batch
     time_s = iterations * it.iteration_s
-    base_s = epochs * profile.train_images / baseline_batch * base.iteration_s
+    base_s = epochs * profile.train_samples / baseline_batch * base.iteration_s
     price = price_per_gpu_hour(cluster)
     return Prediction(
         model=profile.name, hardware=cluster.name, gpus=gpus, algo=algo, batch=global_batch,
@@ -247,78 +225,6 @@ class SimulatedIteration:
     bucket_ready_s: np.ndarray  # [bucket, rank]: backward has produced the bucket (dedicated servers: 0)
     bucket_done_s: np.ndarray  # [bucket, rank]: its all-reduce has finished at the rank
     trace: Trace
-
-
-def cluster_topology(cluster: Cluster, gpus: int) -> nx.Graph:
-    """The cluster's network for ``gpus`` GPUs, for the engine.
-
-    Links get their class's bandwidth and efficiency. A link class's latency is end to end (e.g. MPI
-    latency), so half of it sits on each access link (host or NIC to the first switch) and switch-to-switch
-    links get none: a message pays it once, as in ``comm_params``. One GPU per node: hosts on the cluster's
-    fabric (star, fat tree, torus, dragonfly, ring). Several: an NVSwitch per node and, with one NIC per
-    GPU, a rail-optimised leaf-spine fabric; otherwise the node's NICs bundled into one link to a switch.
-    """
-    if gpus < 1:
-        raise UserError(f"gpus: must be >= 1, got {gpus}")
-    inter, intra, gpn = cluster.inter_node_link, cluster.intra_node_link, cluster.gpus_per_node
-    if gpn == 1:
-        kind = cluster.topology
-        if kind in ("star", "switch"):
-            G = topo.star(gpus, inter.bandwidth_Bps, 0.0)
-        elif kind == "ring":
-            G = topo.ring(max(gpus, 1), inter.bandwidth_Bps, 0.0)
-        elif kind == "torus2d":
-            routers = max(1, math.ceil(gpus / 2))
-            x = math.ceil(math.sqrt(routers))
-            G = topo.from_spec(f"torus:dims={x}x{math.ceil(routers / x)}", gpus, bandwidth_Bps=inter.bandwidth_Bps)
-        else:
-            spec = {"fat-tree": "fat-tree", "torus3d": "torus", "dragonfly": "dragonfly"}[kind]
-            G = topo.from_spec(spec, gpus, bandwidth_Bps=inter.bandwidth_Bps)
-        hosts = set(G.graph["endpoints"]) | {u for u, r in G.nodes(data="role") if r == "host"}
-        for u, v, d in G.edges(data=True):
-            d["efficiency"] = inter.efficiency
-            d["latency_s"] = inter.latency_s / 2 if (u in hosts) != (v in hosts) else 0.0
-        G.graph["endpoints"] = G.graph["endpoints"][:gpus]
-        return G
-    nodes = math.ceil(gpus / gpn)
-    if cluster.nics_per_node == gpn:
-        G = topo.nvlink_leaf_spine(nodes, gpn, intra.bandwidth_Bps, inter.bandwidth_Bps, latency_s=0.0,
-                                   nvlink_latency_s=0.0)
-        for u, v, d in G.edges(data=True):
-            kinds = {G.nodes[u].get("kind"), G.nodes[v].get("kind")}
-            if "nvswitch" in kinds:
-                d.update(efficiency=intra.efficiency, latency_s=intra.latency_s / 2)
-            else:
-                d.update(efficiency=inter.efficiency,
-                         latency_s=inter.latency_s / 2 if "nic" in kinds and "gpu" not in
-                         {G.nodes[u]["role"], G.nodes[v]["role"]} else 0.0)
-    else:
-        G = nx.Graph(name=f"{cluster.name}-{nodes}x{gpn}", routing="shortest", endpoints=[])
-        G.add_node("fabric", role="switch")
-        for i in range(nodes):
-            G.add_node(f"n{i}", role="switch")
-            G.add_edge(f"n{i}", "fabric", bandwidth_Bps=cluster.nics_per_node * inter.bandwidth_Bps,
-                       efficiency=inter.efficiency, latency_s=inter.latency_s / 2)
-            for j in range(gpn):
-                G.add_node(f"n{i}/g{j}", role="gpu")
-                G.add_edge(f"n{i}/g{j}", f"n{i}", bandwidth_Bps=intra.bandwidth_Bps, efficiency=intra.efficiency,
-                           latency_s=intra.latency_s / 2)
-                G.graph["endpoints"].append(f"n{i}/g{j}")
-    G.graph["endpoints"] = G.graph["endpoints"][:gpus]
-    return G
-
-
-def _bucket_plan(cluster: Cluster, gpus: int, algo: str) -> Plan:
-    """The plan every bucket runs (plans depend on the size only through their chunks)."""
-    name, options = parse_algo(algo)
-    if name == "hierarchical":
-        gpn = cluster.gpus_per_node
-        if gpn == 1 or gpus <= gpn:  # one level only: the inter-node algorithm alone, as allreduce_seconds
-            name, inner = parse_algo(options.pop("inter", "ring"))
-            options = {**options, **inner}
-        else:
-            options.setdefault("ranks_per_node", gpn)
-    return build(name, gpus, 0, **options)
 
 
 def _iteration_plan(base: Plan, bucket_nbytes: list[int], ready_s: np.ndarray, backward_end_s: np.ndarray,
@@ -385,7 +291,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
         speed = speed * stragglers.speeds(gpus, seed)
     itemsize = _DTYPE_NBYTES.get(dtype, 4)
     buckets = _buckets(profile, dtype, overlap, bucket_nbytes, first_bucket_nbytes)
-    base = _bucket_plan(cluster, gpus, algo)
+    base = bucket_plan(cluster, gpus, algo)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.array([[(forward_s + b.ready_fraction * backward_s) for b in buckets]]).T / speed  # [bucket, rank]
     ready = np.pad(ready, ((0, 0), (0, servers)))

@@ -1,4 +1,6 @@
-"""Parse sizes, rates and durations written the way people write them ("16MiB", "25GB/s", "1gbit", "5us").
+"""Read and write quantities the way people write them: sizes, rates and durations ("16MiB", "25GB/s",
+"1gbit", "5us"), lists and ranges ("1,32,128", "1:128", "1KiB:64MiB"), key=value options; and the reverse,
+the most readable unit string for a rate or a duration (``format_rate``, ``format_seconds``).
 
 Decimal prefixes are powers of 1000 and binary ones (Ki, Mi, Gi, Ti) powers of 1024, as nccl-tests and tc do.
 A bare number is taken in the base unit (bytes, bytes/s, seconds).
@@ -6,7 +8,9 @@ A bare number is taken in the base unit (bytes, bytes/s, seconds).
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
 from firesim.errors import UserError
 
@@ -89,7 +93,7 @@ def parse_size_list(spec: str, factor: float = 2.0, what: str = "sizes") -> list
     if factor <= 1:
         raise UserError(f"factor: must be > 1, got {factor}")
     sizes: list[int] = []
-    for part in filter(None, (x.strip() for x in str(spec).split(","))):
+    for part in split_list(spec, what):
         lo_s, colon, hi_s = part.partition(":")
         lo = parse_bytes(lo_s, what)
         if not colon:
@@ -107,3 +111,114 @@ def parse_size_list(spec: str, factor: float = 2.0, what: str = "sizes") -> list
     if not sizes:
         raise UserError(f"{what}: no sizes in {spec!r}")
     return sizes
+
+
+def plain_number(x: float) -> str:
+    """12.0 -> '12', 0.1 -> '0.1': the shortest plain text of a number, for unit strings and names."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.12g}"
+
+
+def _pick_unit(value: float, candidates: list[tuple[float, str, int]], parse: Any, exact: bool) -> str | None:
+    """The most readable of ``(mantissa, text, preference)`` that parses back to ``value``.
+
+    Mantissas in [1, 1000) first, then fewest significant digits (200mbit over 25MB/s, 6.4GB/s over
+    51.2gbit), then preference. ``exact``: the float must round-trip (files); else 4 significant digits
+    (tables).
+    """
+    scored = []
+    for mantissa, text, preference in candidates:
+        if not exact:
+            number = f"{mantissa:.4g}"
+            text, mantissa = number + text[len(plain_number(mantissa)) :], float(number)
+        back = parse(text)
+        if back == value or not exact and math.isclose(back, value, rel_tol=1e-3):
+            digits = len(plain_number(mantissa).replace(".", "").lstrip("0").rstrip("0"))
+            scored.append((not 1 <= mantissa < 1000, digits, preference, len(text), text))
+    best = min(scored, default=None)
+    return best[4] if best is not None else None
+
+
+def format_rate(bandwidth_Bps: float, exact: bool = True) -> str:
+    """Unit string for a rate: 1.25e8 -> '1gbit', 2.5e7 -> '200mbit', 3e11 -> '300GB/s'.
+
+    Ties go to bits up to 1 Tbit/s (tc's convention for network links) and to bytes above (GPU links).
+    """
+    bits_first = bandwidth_Bps * 8 <= 1e12
+    candidates = []
+    for prefix, scale in (("t", 1e12), ("g", 1e9), ("m", 1e6), ("k", 1e3), ("", 1.0)):
+        bits, byts = bandwidth_Bps * 8 / scale, bandwidth_Bps / scale
+        candidates.append((bits, f"{plain_number(bits)}{prefix}bit", 0 if bits_first else 1))
+        candidates.append(
+            (byts, f"{plain_number(byts)}{prefix.upper() if prefix != 'k' else 'k'}B/s", 1 if bits_first else 0)
+        )
+    text = _pick_unit(bandwidth_Bps, candidates, parse_rate, exact)
+    return text or (repr(float(bandwidth_Bps)) if exact else f"{bandwidth_Bps:.4g}B/s")
+
+
+def format_seconds(seconds: float, exact: bool = True) -> str:
+    """Unit string for a duration: 0.0015 -> '1.5ms', 5e-07 -> '0.5us' (500*1e-9 is not exactly 5e-07)."""
+    if seconds == 0:
+        return "0s"
+    candidates = [
+        (seconds / scale, f"{plain_number(seconds / scale)}{unit}", 0)
+        for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9))
+    ]
+    text = _pick_unit(seconds, candidates, parse_seconds, exact)
+    return text or (repr(float(seconds)) if exact else f"{seconds:.4g}s")
+
+
+def split_list(text: str, what: str = "list") -> list[str]:
+    """'tree, ps,ring' -> ['tree', 'ps', 'ring']. An empty item ('1,,2', a trailing comma) is an error, not
+    silently dropped: it is usually a typo."""
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise UserError(f"{what}: empty, expected a comma-separated list")
+    if not all(items):
+        raise UserError(f"{what}: empty item in {text!r}")
+    return items
+
+
+def parse_int(text: str, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """One integer in [minimum, maximum], from a string or a number."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UserError(f"{what}: expected an integer, got {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise UserError(f"{what}: must be {bound}, got {value}")
+    return value
+
+
+def parse_int_list(text: str, what: str, minimum: int = 1, maximum: int | None = None) -> list[int]:
+    """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
+    values: list[int] = []
+    for part in split_list(text, what):
+        lo, colon, hi = part.partition(":")
+        if not colon:
+            values.append(parse_int(part, what, minimum, maximum))
+            continue
+        start, stop = parse_int(lo, what, minimum, maximum), parse_int(hi, what, minimum, maximum)
+        if stop < start:
+            raise UserError(f"{what}: range {part!r} must go up, e.g. 1:128")
+        while start <= stop:
+            values.append(start)
+            start *= 2
+    return values
+
+
+def parse_options(text: str, what: str) -> dict[str, str]:
+    """'servers=4, colocated=false' -> {'servers': '4', 'colocated': 'false'}: values stay strings, for a
+    pydantic model (or the caller) to type and bound. A missing '=', an empty key or a repeated key is an
+    error."""
+    options: dict[str, str] = {}
+    for item in (x.strip() for x in str(text).split(",")):
+        if not item:
+            continue
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq or not key or not value:
+            raise UserError(f"{what}: expected key=value, got {item!r}")
+        if key in options:
+            raise UserError(f"{what}: {key!r} given twice")
+        options[key] = value
+    return options

@@ -1,8 +1,8 @@
-"""The model zoo and its saved profiles.
+"""The model zoo (PyTorch) and its profiler; the profiles it writes are read by ``firesim.workload``.
 
-- `models.catalog` (torch-free): `load_profile(name)`, `list_profiles()` read `models/profiles/*.json`.
 - `models.zoo` (torch): the PyTorch definitions and the registry, `build(name)`, `list_models()`.
-- `models.profiling` (torch): `profile(model, input_shape)`; `python -m models.profiling --write`.
+- `models.profiling` (torch): `profile(model, input_shape)`; `python -m models.profiling --write` writes
+  `firesim/data/profiles/*.json`.
 
-This package imports nothing itself, so `import models.catalog` never loads torch.
+Dependencies point one way: `models` imports `firesim`, never the reverse.
 """

@@ -20,14 +20,13 @@ Counting rules, per sample (batch of one):
   `zoo.Residual`; concatenation is data movement and not counted.
 - A leaf type with no rule above raises NotImplementedError instead of silently counting zero.
 
-Run `python -m models.profiling --write` to regenerate `models/profiles/<name>.json` for every registered
+Run `python -m models.profiling --write` to regenerate `firesim/data/profiles/<name>.json` for every registered
 model, `--check` to verify they are up to date.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -38,9 +37,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from firesim.workload import ModelProfile
 from models import zoo
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "firesim" / "data" / "profiles"
 
 _NO_ARITHMETIC = (nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Flatten, nn.Unflatten,
                   nn.Identity)
@@ -132,18 +132,18 @@ def profile(model: nn.Module, input_shape: Sequence[int], name: str = "model") -
 
 
 def profile_model(name: str) -> dict[str, Any]:
-    """The full profile of a registered model (what `models/profiles/<name>.json` holds)."""
+    """The full profile of a registered model (what `firesim/data/profiles/<name>.json` holds)."""
     spec = zoo.get_spec(name)
     with torch.device("meta"):
         model = spec.builder()
     result = profile(model, spec.input_shape, name=spec.name)
-    result.update(num_classes=spec.num_classes, dataset=spec.dataset, train_images=spec.train_images)
+    result.update(num_classes=spec.num_classes, dataset=spec.dataset, train_samples=spec.train_images)
     return result
 
 
 def profile_json(name: str) -> str:
-    """`profile_model(name)` as the exact text written to disk: indented, keys sorted, newline-ended."""
-    return json.dumps(profile_model(name), indent=2, sort_keys=True) + "\n"
+    """`profile_model(name)` validated as a `firesim.workload.ModelProfile`: the exact text written to disk."""
+    return ModelProfile.model_validate(profile_model(name)).to_json()
 
 
 def write_profiles(directory: Path = PROFILES_DIR) -> list[Path]:
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print a summary table, or `--write` / `--check` the saved profiles."""
     parser = argparse.ArgumentParser(prog="python -m models.profiling", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="regenerate models/profiles/*.json")
+    action.add_argument("--write", action="store_true", help="regenerate firesim/data/profiles/*.json")
     action.add_argument("--check", action="store_true", help="exit 1 if any saved profile is stale")
     parser.add_argument("--dir", type=Path, default=PROFILES_DIR, help="profiles directory")
     args = parser.parse_args(argv)

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firesim import analytic
 from firesim import topology as topo
 from firesim.engine import max_min_rates, simulate, simulate_reference
 from firesim.errors import UserError
-from firesim.plans import Op, Plan, PlanBuilder, PlanError, build, match_messages
+from firesim.plans import Op, Plan, PlanBuilder, PlanError, allreduce_time, build, match_messages
 
 ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte = 5e-6, 1 / 12.5e9, 1 / 50e9
 COST = dict(alpha_s=ALPHA_s, beta_s_per_byte=BETA_s_per_byte, gamma_s_per_byte=GAMMA_s_per_byte)
@@ -174,7 +173,7 @@ def _params():
 @pytest.mark.parametrize(("algo", "p", "options", "nbytes", "bounds"), list(_params()))
 def test_engine_equals_closed_form_without_contention(algo, p, options, nbytes, bounds):
     plan = build(algo, p, nbytes, **options)
-    predicted = float(analytic.allreduce_time(algo, p, nbytes, ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte, **options))
+    predicted = float(allreduce_time(algo, p, nbytes, ALPHA_s, BETA_s_per_byte, GAMMA_s_per_byte, **options))
     simulated = simulate(plan, **COST).duration_s
     lo, hi = bounds
     assert lo <= (predicted - simulated) / simulated <= hi
@@ -261,7 +260,7 @@ def test_topology_spec_and_routes_through_the_fabric():
     plan = build("ring", 16, 2**22)
     tr = simulate(plan, "fat-tree:k=4", **COST)
     assert tr.header.topology == "fat-tree-k4"
-    assert tr.duration_s > float(analytic.allreduce_time("ring", 16, 2**22, ALPHA_s, 1 / topo.DEFAULT_BANDWIDTH_Bps,
+    assert tr.duration_s > float(allreduce_time("ring", 16, 2**22, ALPHA_s, 1 / topo.DEFAULT_BANDWIDTH_Bps,
                                                           GAMMA_s_per_byte))
 
 
@@ -412,9 +411,9 @@ def test_fast_engine_equals_reference_under_heavy_contention():
 # ---- the training iteration on the engine ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def googlenet():
-    from models.catalog import load_profile
+    from firesim.workload import load_workload
 
-    return load_profile("googlenet")
+    return load_workload("googlenet")
 
 
 @pytest.mark.parametrize(("cluster", "gpus", "algo"), [
@@ -452,8 +451,9 @@ def test_engine_iteration_buckets_overlap_backward_one_after_another(googlenet):
 
 
 def test_engine_iteration_stragglers_speeds_and_links(googlenet):
+    from firesim.cluster import cluster_topology
     from firesim.hardware import resolve_cluster
-    from firesim.training import Stragglers, cluster_topology, simulate_iteration
+    from firesim.training import Stragglers, simulate_iteration
 
     c = resolve_cluster("ethernet-10g")
     base = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8)
@@ -477,8 +477,8 @@ def test_engine_iteration_stragglers_speeds_and_links(googlenet):
 
 
 def test_cluster_topology_latency_once_per_message_and_nvlink_inside_nodes():
+    from firesim.cluster import cluster_topology
     from firesim.hardware import comm_params, resolve_cluster
-    from firesim.training import cluster_topology
 
     plan = Plan.from_programs("pair", 0, 1, [[("send", 0, 1)], [("recv", 0, 0)]])
     for name in ("titan", "ethernet-10g", "dgx-a100"):

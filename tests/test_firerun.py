@@ -22,7 +22,7 @@ from firerun.env import dist_env
 from firerun.execute import Fault, _compile
 from firerun.launch import sbatch_script, supervise
 from firesim.errors import UserError
-from firesim.plans import build, match_messages, split_algos
+from firesim.plans import build, match_messages, split_specs
 from firesim.units import parse_size_list as parse_sizes
 
 
@@ -88,8 +88,8 @@ def test_parse_sizes_like_nccl_tests():
             parse_sizes(bad)
 
 
-def test_split_algos_keeps_options_together():
-    assert split_algos("ring,ps:servers=2,colocated=false,tree") == ["ring", "ps:servers=2,colocated=false", "tree"]
+def test_split_specs_keeps_options_together():
+    assert split_specs("ring,ps:servers=2,colocated=false,tree") == ["ring", "ps:servers=2,colocated=false", "tree"]
 
 
 def test_dedicated_servers_come_out_of_the_world():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from firesim.plans import BUILDERS
+from firesim.plans import algorithms
 from firesim.trace import Trace
 
 pytestmark = pytest.mark.multiproc
@@ -77,7 +77,7 @@ def test_every_algorithm_exact_on_every_rank(backend, world, tmp_path):
         assert r["wrong"] == 0 and len(r["wrong_by_rank"]) == world, r
         assert r["trace_ok"] is not False, r
     algos = {r["algo"].split(":")[0] for r in records}
-    assert algos == set(BUILDERS) | {"builtin"}
+    assert algos == {a.name for a in algorithms()} | {"builtin"}
     assert {r["dtype"] for r in records} == {"float32", "float16", "bfloat16"}
     if world >= 3:
         configs = {r["algo"] for r in records}

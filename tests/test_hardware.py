@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from firesim import hardware as hw
+from firesim.analytic import CommParams
 from firesim.errors import UserError
 
 PRESETS = {"titan", "ib-fdr-k80", "dgx-a100", "dgx-h100", "ethernet-10g"}
@@ -123,7 +124,7 @@ def test_comm_params_hand_example(tmp_path):
     assert inter.beta_s_per_byte == pytest.approx(1 / 5e9, rel=1e-12)  # 80 Gbit/s = 10 GB/s, x 0.5
     assert inter.gamma_s_per_byte == pytest.approx(1e-11, rel=1e-12)   # 3 / 300 GB/s
     intra = hw.comm_params(cluster, "intra")
-    assert intra == hw.CommParams(3e-6 + 0.5e-6, 1 / (100e9 * 0.8), 3 / 300e9)
+    assert intra == CommParams(3e-6 + 0.5e-6, 1 / (100e9 * 0.8), 3 / 300e9)
 
 
 def test_titan_comm_params_follow_the_formula():
@@ -300,9 +301,9 @@ def test_profile_save_resolve_round_trip(tmp_path):
     assert hw.load_profile(path) == profile
     cluster = hw.resolve_cluster(str(path))
     assert cluster.profile == profile and cluster.name == "lab-4x"
-    assert hw.comm_params(cluster, "inter") == hw.CommParams(2.1e-4, profile.beta_s_per_byte, 3.3e-10)
+    assert hw.comm_params(cluster, "inter") == CommParams(2.1e-4, profile.beta_s_per_byte, 3.3e-10)
     intra = hw.comm_params(cluster, "intra")
-    assert intra == hw.CommParams(profile.overrides["intra"].alpha_s, 1.7e-10, 3.3e-10)
+    assert intra == CommParams(profile.overrides["intra"].alpha_s, 1.7e-10, 3.3e-10)
     assert intra.alpha_s == pytest.approx(40e-6, rel=1e-12)  # "40us" parses as 40 * 1e-6
     for batch in (None, 1, 32, 1024):
         assert hw.compute_flops(cluster, "fp32", batch_per_gpu=batch) == 2.5e10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import pytest
 import torch
 
 from firesim.errors import UserError
-from models import catalog, profiling, zoo
+from firesim.workload import ModelProfile, list_workloads, load_workload
+from models import profiling, zoo
 
 # (params low, params high, fwd MACs low, fwd MACs high) per 224x224 image, from REFERENCE.md's table;
 # params within 1 % of the quoted figure (GoogLeNet: the quoted 6.6-7.0 M range).
@@ -60,7 +60,6 @@ def test_saved_profile_is_fresh_and_consistent(name: str) -> None:
     fresh = profiling.profile_model(name)
     saved_text = (profiling.PROFILES_DIR / f"{name}.json").read_text()
     assert saved_text == profiling.profile_json(name), "run `python -m models.profiling --write`"
-    assert json.loads(saved_text) == fresh
 
     layers = fresh["layers"]
     assert sum(layer["params"] for layer in layers) == fresh["params"] == _num_params(_meta_model(name))
@@ -69,15 +68,15 @@ def test_saved_profile_is_fresh_and_consistent(name: str) -> None:
     assert len({layer["name"] for layer in layers}) == len(layers)
 
     spec = zoo.MODELS[name]
-    loaded = catalog.load_profile(name)
-    assert loaded.model_dump(mode="json") == fresh
-    assert (loaded.input_shape, loaded.num_classes, loaded.train_images) == (
+    loaded = load_workload(name)
+    assert loaded == ModelProfile.model_validate(fresh)
+    assert (loaded.input_shape, loaded.num_classes, loaded.train_samples) == (
         spec.input_shape, spec.num_classes, spec.train_images)
     assert math.prod(loaded.layers[-1].output_shape) == spec.num_classes
 
 
 def test_catalog_lists_exactly_the_registered_models() -> None:
-    assert catalog.list_profiles() == sorted(zoo.list_models())
+    assert list_workloads() == sorted(zoo.list_models())
 
 
 def test_profile_has_no_side_effects_on_a_real_model() -> None:
@@ -126,14 +125,14 @@ def test_small_cnn_is_about_0_1m_params_and_widths_scale_resnet18() -> None:
 
 
 def test_catalog_does_not_import_torch() -> None:
-    code = ("import sys, models.catalog as c; p = c.load_profile('googlenet'); "
-            "assert p.params > 0 and c.list_profiles(); "
-            "assert 'torch' not in sys.modules, 'models.catalog imported torch'")
+    code = ("import sys, firesim.workload as w; p = w.load_workload('googlenet'); "
+            "assert p.params > 0 and w.list_workloads(); "
+            "assert 'torch' not in sys.modules, 'firesim.workload imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_name_is_a_one_line_user_error_listing_known_names() -> None:
-    for lookup in (zoo.build, zoo.get_spec, catalog.load_profile):
+    for lookup in (zoo.build, zoo.get_spec, load_workload):
         with pytest.raises(UserError) as excinfo:
             lookup("lenet")
         message = str(excinfo.value)

@@ -14,8 +14,6 @@ from firesim.plans import (
     binomial_tree,
     build,
     halving_doubling,
-    hierarchical,
-    node_groups,
     parameter_server,
     ring,
     verify,
@@ -53,7 +51,7 @@ def test_every_builder_verifies_for_p_1_to_33(algo, options):
 def test_hierarchical_verifies_for_p_1_to_33(inter, intra):
     for p in RANKS:
         for per_node in (1, 3, 4, 8):
-            verify(hierarchical(node_groups(p, per_node), 4096, inter=inter, intra=intra))
+            verify(build("hierarchical", p, 4096, ranks_per_node=per_node, inter=inter, intra=intra))
 
 
 def test_tree_root_can_be_any_rank():
@@ -190,7 +188,7 @@ def test_hierarchical_over_any_partition(groups, inter, seed):
     for size in groups:
         partition.append(ranks[start:start + size])
         start += size
-    verify(hierarchical(partition, 1000, inter=inter))
+    verify(build("hierarchical", len(ranks), 1000, groups=partition, inter=inter))
 
 
 @settings(max_examples=30, deadline=None)

@@ -2,13 +2,14 @@
 
 import pytest
 
-from firesim import analytic
+from firesim.cluster import allreduce_seconds
 from firesim.errors import UserError
 from firesim.hardware import comm_params, compute_flops, resolve_cluster
-from firesim.training import allreduce_seconds, gradient_buckets, iteration, predict
-from models.catalog import load_profile
+from firesim.plans import allreduce_time
+from firesim.training import gradient_buckets, iteration, predict
+from firesim.workload import load_workload
 
-GOOGLENET = load_profile("googlenet")
+GOOGLENET = load_workload("googlenet")
 TITAN = resolve_cluster("titan")
 
 
@@ -30,7 +31,7 @@ def test_one_gpu_has_no_communication():
 def test_without_overlap_the_whole_gradient_is_exposed():
     it = iteration(GOOGLENET, TITAN, 64, 16, "tree", overlap=False)
     c = comm_params(TITAN)
-    expect = analytic.allreduce_time("tree", 64, GOOGLENET.params * 4, c.alpha_s, c.beta_s_per_byte, c.gamma_s_per_byte)
+    expect = allreduce_time("tree", 64, GOOGLENET.params * 4, c.alpha_s, c.beta_s_per_byte, c.gamma_s_per_byte)
     assert it.exposed_comm_s == pytest.approx(expect) and it.iteration_s == pytest.approx(it.compute_s + expect)
 
 
@@ -44,7 +45,7 @@ def test_overlap_hides_communication_behind_backward():
 def test_time_to_train_speedup_and_cost():
     dgx = resolve_cluster("dgx-a100")
     row = predict(GOOGLENET, dgx, 16, "ring", batch=512, epochs=10)
-    assert row.iterations == pytest.approx(10 * GOOGLENET.train_images / 512)
+    assert row.iterations == pytest.approx(10 * GOOGLENET.train_samples / 512)
     assert row.time_to_train_s == pytest.approx(row.iterations * row.iteration_s)
     assert row.efficiency == pytest.approx(row.speedup / 16)
     assert row.cost == pytest.approx(16 * 5.12 * row.time_to_train_s / 3600)
@@ -64,9 +65,9 @@ def test_intra_node_collectives_use_the_node_link():
     intra, inter = comm_params(dgx, "intra"), comm_params(dgx, "inter")
     n = 1e8
     assert allreduce_seconds(dgx, 8, n, "ring") == pytest.approx(
-        analytic.allreduce_time("ring", 8, n, intra.alpha_s, intra.beta_s_per_byte, intra.gamma_s_per_byte))
+        allreduce_time("ring", 8, n, intra.alpha_s, intra.beta_s_per_byte, intra.gamma_s_per_byte))
     assert allreduce_seconds(dgx, 16, n, "ring") == pytest.approx(
-        analytic.allreduce_time("ring", 16, n, inter.alpha_s, inter.beta_s_per_byte, inter.gamma_s_per_byte))
+        allreduce_time("ring", 16, n, inter.alpha_s, inter.beta_s_per_byte, inter.gamma_s_per_byte))
     assert allreduce_seconds(dgx, 64, n, "hierarchical") < allreduce_seconds(dgx, 64, n, "tree")
 
 

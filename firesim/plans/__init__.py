@@ -1,24 +1,32 @@
-"""The plan IR, the algorithm builders and the verifier (see ir.py for the semantics)."""
+"""The plan IR (``ir``: the semantics), the builders, the verifier and the algorithm registry."""
 
 from firesim.plans.builders import (
-    BUILDERS,
     binomial_tree,
-    build,
-    canonical_name,
     double_binary_tree,
     halving_doubling,
     hierarchical,
     node_groups,
     parameter_server,
-    parse_algo,
     ring,
-    split_algos,
 )
-from firesim.plans.ir import OP_NAMES, Op, Plan, PlanBuilder, chunk_bounds, write_json_atomic
+from firesim.plans.ir import OP_NAMES, Op, Plan, PlanBuilder, chunk_bounds
+from firesim.plans.registry import (
+    Algorithm,
+    Choice,
+    Options,
+    algorithms,
+    allreduce_time,
+    build,
+    get,
+    register,
+    resolve,
+    split_specs,
+)
 from firesim.plans.verify import PlanError, match_messages, verify
 
 __all__ = [
-    "BUILDERS", "OP_NAMES", "Op", "Plan", "PlanBuilder", "PlanError", "binomial_tree", "build",
-    "canonical_name", "chunk_bounds", "double_binary_tree", "halving_doubling", "hierarchical",
-    "match_messages", "node_groups", "parameter_server", "parse_algo", "ring", "split_algos", "verify", "write_json_atomic",
+    "OP_NAMES", "Algorithm", "Choice", "Op", "Options", "Plan", "PlanBuilder", "PlanError", "algorithms",
+    "allreduce_time", "binomial_tree", "build", "chunk_bounds", "double_binary_tree", "get", "halving_doubling",
+    "hierarchical", "match_messages", "node_groups", "parameter_server", "register", "resolve", "ring",
+    "split_specs", "verify",
 ]

@@ -1,8 +1,8 @@
 """All-reduce algorithms, each a builder function written in global view with ``PlanBuilder``.
 
 Every builder returns a ``Plan`` over ``ranks`` workers (plus dedicated servers for a parameter server) that
-leaves each worker with the sum of all workers' buffers. Adding an algorithm means adding a function here
-and a name in ``BUILDERS``; the simulator and the executor run it unchanged.
+leaves each worker with the sum of all workers' buffers. Adding an algorithm means a function (here or in
+your own module) and a record in ``firesim.plans.registry``; the simulator and the executor run it unchanged.
 """
 
 from __future__ import annotations
@@ -178,6 +178,14 @@ def double_binary_tree_parents(p: int) -> tuple[np.ndarray, np.ndarray]:
     return first, np.where(mirrored < 0, -1, p - 1 - mirrored)
 
 
+def double_binary_tree_bytes_sent(ranks: int, nbytes: float, chunks_per_tree: int = 1) -> np.ndarray:
+    p, m = int(ranks), float(nbytes) / 2
+    out = np.zeros(p)
+    for parent in double_binary_tree_parents(p):
+        out += m * (parent >= 0) + m * np.bincount(parent[parent >= 0], minlength=p)
+    return out
+
+
 def _tree_levels(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Height above the deepest leaf below and depth below the root, for every rank."""
     p = parent.shape[0]
@@ -234,10 +242,11 @@ def node_groups(ranks: int, ranks_per_node: int) -> list[list[int]]:
     return [list(range(lo, min(lo + g, p))) for lo in range(0, p, g)]
 
 
-def hierarchical(groups: Sequence[Sequence[int]], nbytes: int, *, inter: str = "ring", intra: str = "tree",
-                 **inter_options) -> Plan:
-    """Reduce inside each group (node) to its first rank, all-reduce across those leaders with ``inter``,
-    then broadcast inside each group. ``intra`` is "tree" (binomial) or "direct" (every rank to the leader).
+def hierarchical(groups: Sequence[Sequence[int]], nbytes: int, inter: Callable[[int], Plan], *,
+                 intra: str = "tree") -> Plan:
+    """Reduce inside each group (node) to its first rank, all-reduce across those leaders with the plan
+    ``inter(leaders)`` builds, then broadcast inside each group. ``intra`` is "tree" (binomial) or "direct"
+    (every rank to the leader). One group is a reduce and broadcast inside it.
     """
     members = [list(map(int, g)) for g in groups]
     flat = sorted(r for g in members for r in g)
@@ -245,13 +254,14 @@ def hierarchical(groups: Sequence[Sequence[int]], nbytes: int, *, inter: str = "
         raise UserError("groups: must partition ranks 0..p-1 into non-empty groups")
     if intra not in ("tree", "direct"):
         raise UserError(f"intra: must be 'tree' or 'direct', got {intra!r}")
-    if inter == "hierarchical":
-        raise UserError("inter: cannot itself be 'hierarchical'")
     leaders = [g[0] for g in members]
-    top = build(inter, len(leaders), nbytes, **inter_options)
+    top = inter(len(leaders))
+    if top.ranks != len(leaders):
+        raise UserError(f"inter: the leaders' plan {top.name} needs {top.ranks} ranks for {len(leaders)} leaders "
+                        "(dedicated servers cannot sit between nodes)")
     c = top.chunks
     b = PlanBuilder("hierarchical", len(flat), nbytes, chunks=c, inter=top.name, intra=intra,
-                    groups=members, **inter_options)
+                    groups=members, **top.params)
     whole = [(0, c)]
     after_reduce = 0
     for g in members:
@@ -274,78 +284,3 @@ def hierarchical(groups: Sequence[Sequence[int]], nbytes: int, *, inter: str = "
         elif len(g) > 1:
             b.transfer(arr[0], arr[1:], 0, span=c, reduce=False, step=start)
     return b.build()
-
-
-# ---- registry ------------------------------------------------------------------------------------------------
-BUILDERS: dict[str, Callable[..., Plan]] = {
-    "ring": ring,
-    "tree": binomial_tree,
-    "ps": parameter_server,
-    "halving_doubling": halving_doubling,
-    "double_binary_tree": double_binary_tree,
-    "hierarchical": hierarchical,
-}
-ALIASES = {
-    "binomial_tree": "tree", "binomial": "tree", "parameter_server": "ps", "rabenseifner": "halving_doubling",
-    "hd": "halving_doubling", "dbt": "double_binary_tree", "hier": "hierarchical",
-}
-
-
-def canonical_name(algo: str) -> str:
-    name = algo.strip().lower().replace("-", "_")
-    name = ALIASES.get(name, name)
-    if name not in BUILDERS:
-        raise UserError(f"algo: unknown algorithm {algo!r}; choose from {', '.join(BUILDERS)}")
-    return name
-
-
-def parse_algo(spec: str) -> tuple[str, dict]:
-    """'ps:servers=4,colocated=false' -> ('ps', {'servers': 4, 'colocated': False})."""
-    name, _, rest = spec.partition(":")
-    options: dict = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UserError(f"algo: option {item!r} in {spec!r} must look like key=value")
-        low = value.strip().lower()
-        if low in ("true", "false"):
-            options[key.strip()] = low == "true"
-        else:
-            try:
-                options[key.strip()] = int(value)
-            except ValueError:
-                options[key.strip()] = value.strip()
-    return canonical_name(name), options
-
-
-def split_algos(spec: str) -> list[str]:
-    """'ring,ps:servers=2,colocated=false,tree' -> ['ring', 'ps:servers=2,colocated=false', 'tree']:
-    an item with '=' but no ':' continues the previous algorithm's options."""
-    items: list[str] = []
-    for part in filter(None, (x.strip() for x in spec.split(","))):
-        if "=" in part and ":" not in part and items:
-            items[-1] += "," + part
-        else:
-            items.append(part)
-    if not items:
-        raise UserError(f"algo: no algorithm in {spec!r}")
-    return items
-
-
-def build(algo: str, ranks: int, nbytes: int, **options) -> Plan:
-    """Build a plan by name: build('ring', 8, 2**20); build('hierarchical', 16, n, ranks_per_node=4)."""
-    name, parsed = parse_algo(algo)
-    parsed.update(options)
-    builder = BUILDERS[name]
-    try:
-        if name == "hierarchical":
-            per_node = parsed.pop("ranks_per_node", None)
-            groups = parsed.pop("groups", None)
-            if groups is None:
-                if per_node is None:
-                    raise UserError("hierarchical: give ranks_per_node (e.g. hierarchical:ranks_per_node=8)")
-                groups = node_groups(ranks, per_node)
-            return builder(groups, nbytes, **parsed)
-        return builder(ranks, nbytes, **parsed)
-    except TypeError as err:
-        raise UserError(f"algo {name}: {err}") from None

@@ -23,8 +23,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from firesim.errors import UserError
+from firesim.io import write_json_atomic
 
 PLAN_FORMAT = "firesim.plan/1"
 
@@ -205,20 +204,6 @@ class Plan:
     def __repr__(self) -> str:
         return (f"Plan({self.name!r}, ranks={self.ranks}, workers={self.workers}, nbytes={self.nbytes}, "
                 f"chunks={self.chunks}, ops={self.n_ops})")
-
-
-def write_json_atomic(path: str | Path, data) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_structure(plan: Plan) -> None:

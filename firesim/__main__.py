@@ -1,0 +1,3 @@
+from firesim.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Writing results: atomically (a reader never sees half a file) and as strict JSON (no NaN or Infinity).
+
+Every file the product writes goes through ``write_text_atomic``; every JSON document, to a file or to
+stdout, through ``dumps`` so that any strict parser reads it: numpy scalars and arrays become plain numbers
+and lists, non-finite floats become ``null``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firesim.errors import UserError
+
+__all__ = ["check_writable", "dumps", "jsonable", "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy types made plain and NaN/inf replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text of ``value`` (see ``jsonable``)."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(jsonable(value), indent=indent, separators=separators, allow_nan=False)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse, before any work is done, a path that cannot be written: a directory, a missing or read-only
+    parent, a pseudo file system. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what}: {str(path)!r} is a directory, not a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what}: {str(parent)!r} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: cannot write into {str(probe)!r} (permission denied)")
+    resolved = probe.resolve()
+    if resolved.parts[:2] in (("/", "proc"), ("/", "sys")) or resolved == Path("/dev"):
+        raise UserError(f"{what}: cannot write files under {str(probe)!r}")
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = None) -> Path:
+    """``data`` as strict JSON (``dumps``), written atomically."""
+    return write_text_atomic(path, dumps(data, indent=indent) + "\n")
+
+
+def write_csv_atomic(path: str | os.PathLike, records: Iterable[Mapping[str, Any]],
+                     fieldnames: list[str] | None = None) -> Path:
+    """Records as CSV (one header line, then a row each), written atomically."""
+    records = list(records)
+    buffer = io.StringIO()
+    names = fieldnames or (list(records[0]) if records else [])
+    writer = csv.DictWriter(buffer, fieldnames=names)
+    writer.writeheader()
+    writer.writerows({k: jsonable(v) for k, v in r.items()} for r in records)
+    return write_text_atomic(path, buffer.getvalue())
