@@ -81,8 +81,8 @@ LARGE_NBYTES = 4 << 20
 TARGET_LARGE, TARGET_LARGE_MEDIAN, TARGET_SMALL = 0.05, 0.02, 0.10  # |error| per case >= 4 MiB, their median, < 4 MiB
 # Run-time estimate (measured on the 2-core machine): building the cluster, starting the ranks and calibrating;
 # and per measured run, the barrier, clock alignment, trace gather and two reads of the byte counters.
-CLUSTER_OVERHEAD_s = {"torch": 25.0, "mpi": 25.0}
-RUN_OVERHEAD_s = 0.25
+CLUSTER_OVERHEAD_s = {"torch": 25.0, "mpi": 15.0}
+RUN_OVERHEAD_s = 0.05
 NOMINAL_ALPHA_s, NOMINAL_GAMMA_s_per_byte = 100e-6, 0.1e-9  # for the estimate only (calibrated values vary)
 
 
@@ -660,7 +660,7 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
         if rank == 0:
             one_way[str(nbytes)] = statistics.median(times)
     if rank == 0:
-        out = {"buffered_bytes": int(statistics.median(held)), "alpha_s": statistics.median(trips) / 2,
+        out = {"buffered_bytes": max(int(statistics.median(held)), 0), "alpha_s": statistics.median(trips) / 2,
                "pingpong_round_trip_s": trips, "message_one_way_s": one_way, "gamma_s_per_byte": _gamma_s_per_byte()}
     ex.barrier("after calibration")
     return out
@@ -711,7 +711,7 @@ def _worker(spec_path: str) -> None:
                             starts.append(list(trace.header.extra.get("rank_start_s", [0.0] * p)))
                             traces.append(trace)
                         with progress.open("a") as f:
-                            f.write(json.dumps(case) + "\n")
+                            f.write(json.dumps({**case, "run_s": trace.duration_s, "at": time.time()}) + "\n")
                 if rank == 0:
                     median = traces[int(np.argsort(durations)[len(durations) // 2])]
                     median.save(out / f"measured-{_stem(spec['topology'], case['algo'], case['nbytes'])}.json")
