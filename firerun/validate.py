@@ -7,9 +7,10 @@ from the topology file (``firerun.emulate``), starts one rank per host namespace
 1. calibrates through the real path (veths, bridges, shapers) and the executor's own send/recv: alpha = half
    the round trip of a 4-byte ping-pong between ranks 0 and 1; ``buffered_bytes`` = what TCP holds when a
    send returns (a 16 MiB send completes once its tail is in the socket buffer: the gap to the recv's
-   completion times the route's goodput); the one-way times of 256 KiB and 1 MiB messages, whose intercept
-   less alpha is what a bulk message costs beyond the ping-pong (``message_overhead_s``: MPI's rendezvous
-   handshake, for one); gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
+   completion times the route's goodput); the one-way times of single 64 KiB, 256 KiB and 1 MiB messages
+   after an idle gap (the first fits in the shapers' token bucket; the intercept of the other two, less
+   alpha, is what a bulk message costs beyond the ping-pong: ``message_overhead_s``, MPI's rendezvous
+   handshake for one); gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
 2. runs every (algorithm, size) ``warmup + repeat`` times with ``firerun.execute`` (median, min and max of
    the repeats), checks the exact sum, and reads the shapers' byte counters of every directed link before and
    after the measured runs.
@@ -71,7 +72,8 @@ MASTER_PORT = 29500  # inside the cluster's own namespaces: nothing else listens
 PINGPONG_ROUND_TRIPS = 50
 GAMMA_PROBE_BYTES = 8 << 20
 BUFFER_PROBE_BYTES = 16 << 20  # larger than any socket buffer: its send completes before it arrives
-MESSAGE_PROBE_BYTES = (256 << 10, 1 << 20)  # one-way times of these two give the per-message intercept
+MESSAGE_PROBE_BYTES = (64 << 10, 256 << 10, 1 << 20)  # one message each: inside the shaper's burst, and beyond
+PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
 BUSY_WARNING = 0.10
 RANK_TIE = 0.02  # measured medians closer than this are a tie (repeats spread about 1 %)
@@ -380,7 +382,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
 def _calibration(results: dict) -> Calibration:
     alpha_s = float(results["alpha_s"])
     one_way = {str(n): float(t) for n, t in results["message_one_way_s"].items()}
-    (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())
+    (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())[-2:]  # both beyond the burst
     intercept = (t1 * n2 - t2 * n1) / (n2 - n1)
     return Calibration(alpha_s=alpha_s, gamma_s_per_byte=float(results["gamma_s_per_byte"]),
                        buffered_bytes=int(results["buffered_bytes"]), message_one_way_s=one_way,
@@ -520,6 +522,7 @@ def validate_suite(topologies: Sequence[Path], *, shapers: Sequence[str] = ("htb
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from firesim.io import write_json_atomic
     from firesim.topology import load_topology
 
     console = console or Console(stderr=True)
@@ -560,6 +563,7 @@ def validate_suite(topologies: Sequence[Path], *, shapers: Sequence[str] = ("htb
                                   out_dir=out, state_dir=state_dir, shaper=cfg.shaper, backend=cfg.backend,
                                   on_run=lambda spec, n, r=per_run: progress.advance(task, r[(spec, n)]))
                 reports.append(report)
+                write_json_atomic(out / "report.json", report.to_dict())
                 summary = report.error_summary()
                 large, small = summary["large"], summary["small"]
                 line = f"{label}: {report.wall_s:.0f} s"
@@ -654,6 +658,7 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
         data = torch.zeros(nbytes // 4)
         times = []
         for _ in range(PROBE_REPEATS):
+            time.sleep(PROBE_IDLE_s)
             trace = ex.run(probe, data)
             if rank == 0:
                 times.append(float(trace.t_end[1] - trace.t_start[0]))
@@ -749,6 +754,8 @@ def validate_cmd(
     shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
     backend: Annotated[str, typer.Option(help="torch (gloo) and/or mpi (mpi4py over MPICH), comma-separated.")] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="--topology: print JSON instead of a table.")] = False,
+    quiet_wait: Annotated[float, typer.Option(help="--suite: seconds to wait before each configuration for the "
+                                                   "machine to be under 10 % busy (then run with a warning).")] = 300.0,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
     from firerun import validate_report
@@ -756,6 +763,8 @@ def validate_cmd(
 
     if (topology is None) == (suite is None):
         raise UserError("validate: give either --topology FILE or --suite FOLDER")
+    if repeat < 1 or warmup < 0 or not quiet_wait >= 0:
+        raise UserError(f"repeat: must be >= 1, warmup and quiet-wait >= 0, got {repeat}, {warmup}, {quiet_wait}")
     sizes = parse_size_list(size, what="size")
     shapers, backends = split_list(shaper, "shaper"), split_list(backend, "backend")
     for s in shapers:
@@ -773,7 +782,7 @@ def validate_cmd(
         validate_report.check_writable(docs)
         started = time.monotonic()
         reports, failures = validate_suite(files, shapers=shapers, backends=backends, algos=specs, sizes=sizes,
-                                           repeat=repeat, warmup=warmup)
+                                           repeat=repeat, warmup=warmup, quiet_wait_s=quiet_wait)
         command = (f"firerun validate --suite {suite} --shaper {shaper} --backend {backend} --size {size} "
                    f"--repeat {repeat} --warmup {warmup} --out {docs}" + (f" --algo '{algo}'" if algo else ""))
         written = validate_report.write_report(reports, failures, docs, command=command,
