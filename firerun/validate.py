@@ -10,7 +10,10 @@ from the topology file (``firerun.emulate``), starts one rank per host namespace
    completion times the route's goodput); the one-way times of single 64 KiB, 256 KiB and 1 MiB messages
    after an idle gap (the first fits in the shapers' token bucket; the intercept of the other two, less
    alpha, is what a bulk message costs beyond the ping-pong: ``message_overhead_s``, MPI's rendezvous
-   handshake for one); gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
+   handshake for one); whether a swap between ranks 0 and 1 runs both ways at once when each rank posts its
+   receive after its send (``swap_serialized``: gloo announces a posted receive on the connection that
+   carries its data, behind the send already queued there; rendezvous then serializes the two directions);
+   gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
 2. runs every (algorithm, size) ``warmup + repeat`` times with ``firerun.execute`` (median, min and max of
    the repeats), checks the exact sum, and reads the shapers' byte counters of every directed link before and
    after the measured runs.
@@ -73,6 +76,7 @@ PINGPONG_ROUND_TRIPS = 50
 GAMMA_PROBE_BYTES = 8 << 20
 BUFFER_PROBE_BYTES = 16 << 20  # larger than any socket buffer: its send completes before it arrives
 MESSAGE_PROBE_BYTES = (64 << 10, 256 << 10, 1 << 20)  # one message each: inside the shaper's burst, and beyond
+SWAP_PROBE_BYTES = 4 << 20  # ranks 0 and 1 swap 2 MiB halves both ways at once
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
 BUSY_WARNING = 0.10
@@ -132,6 +136,7 @@ class Calibration:
     buffered_bytes: int  # bytes TCP holds when a send returns
     message_one_way_s: dict[str, float]  # nbytes -> median one-way time of one message from rank 0 to 1
     message_overhead_s: float  # intercept of those one-way times, less alpha (>= 0)
+    swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
     pingpong_round_trip_s: list[float] = field(default_factory=list)
 
 
@@ -384,9 +389,12 @@ def _calibration(results: dict) -> Calibration:
     one_way = {str(n): float(t) for n, t in results["message_one_way_s"].items()}
     (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())[-2:]  # both beyond the burst
     intercept = (t1 * n2 - t2 * n1) / (n2 - n1)
+    # send first vs receive first: equal when both directions overlap, twice as long when they serialize
+    swap = results["swap_s"]
+    serialized = min(max(swap["swap"] / swap["swap-recv-first"] - 1, 0.0), 1.0)
     return Calibration(alpha_s=alpha_s, gamma_s_per_byte=float(results["gamma_s_per_byte"]),
                        buffered_bytes=int(results["buffered_bytes"]), message_one_way_s=one_way,
-                       message_overhead_s=max(intercept - alpha_s, 0.0),
+                       message_overhead_s=max(intercept - alpha_s, 0.0), swap_serialized=serialized,
                        pingpong_round_trip_s=list(results["pingpong_round_trip_s"]))
 
 
@@ -606,6 +614,20 @@ def _pingpong_plan(p: int) -> Plan:
     return Plan.from_programs("pingpong", 4, 1, programs)
 
 
+def _swap_plan(p: int, nbytes: int, recv_first: bool) -> Plan:
+    """Ranks 0 and 1 swap halves of a buffer at once and swap back, each posting its receive after (or before)
+    its send; the others idle. With one connection per pair, a receive posted after a send may only be
+    announced to the peer behind the send's data (``swap_serialized``)."""
+    if recv_first:
+        programs = [[("reduce", 0, 1), ("send", 1, 1), ("recv", 1, 1), ("send", 0, 1)],
+                    [("reduce", 1, 0), ("send", 0, 0), ("recv", 0, 0), ("send", 1, 0)]]
+    else:
+        programs = [[("send", 1, 1), ("reduce", 0, 1), ("send", 0, 1), ("recv", 1, 1)],
+                    [("send", 0, 0), ("reduce", 1, 0), ("send", 1, 0), ("recv", 0, 0)]]
+    idle = [[("compute", -1, 0.0)] for _ in range(p - 2)]  # an op each, so every rank has a start time
+    return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs + idle, workers=2)
+
+
 def _one_message_plan(p: int, nbytes: int) -> Plan:
     return Plan.from_programs("one-message", nbytes, 1, [[("send", 0, 1)], [("recv", 0, 0)]] + [[] for _ in range(p - 2)])
 
@@ -664,8 +686,20 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
                 times.append(float(trace.t_end[1] - trace.t_start[0]))
         if rank == 0:
             one_way[str(nbytes)] = statistics.median(times)
+    swap = {}
+    for recv_first in (False, True):
+        plan = _swap_plan(p, SWAP_PROBE_BYTES, recv_first)
+        data = torch.zeros(SWAP_PROBE_BYTES // 4)
+        times = []
+        for _ in range(PROBE_REPEATS):
+            data.fill_(rank + 1.0)
+            time.sleep(PROBE_IDLE_s)
+            trace = ex.run(plan, data)
+            if rank == 0:
+                times.append(trace.duration_s)
+        swap[plan.name] = statistics.median(times) if rank == 0 else 0.0
     if rank == 0:
-        out = {"buffered_bytes": max(int(statistics.median(held)), 0), "alpha_s": statistics.median(trips) / 2,
+        out = {"swap_s": swap, "buffered_bytes": max(int(statistics.median(held)), 0), "alpha_s": statistics.median(trips) / 2,
                "pingpong_round_trip_s": trips, "message_one_way_s": one_way, "gamma_s_per_byte": _gamma_s_per_byte()}
     ex.barrier("after calibration")
     return out

@@ -64,7 +64,8 @@ def summary_line(report: ValidationReport) -> str:
     cal = report.calibration
     return (f"{report.topology}: {report.hosts} ranks, {report.backend}, {report.shaper} shaping, alpha "
             f"{cal.alpha_s * 1e6:.0f} us, message overhead {cal.message_overhead_s * 1e6:.0f} us, gamma "
-            f"{cal.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {cal.buffered_bytes / 2**20:.2f} MiB, "
+            f"{cal.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {cal.buffered_bytes / 2**20:.2f} MiB, swap "
+            f"{cal.swap_serialized:.0%} serialized, "
             f"{report.repeat} repeats ({report.machine}, {report.date}, CPU {report.background_cpu:.0%} busy before)")
 
 
@@ -161,11 +162,13 @@ def _blocks(reports: Sequence[ValidationReport], failures: Sequence[str], figure
            f"configuration {min(busy, default=0):.0%}-{max(busy, default=0):.0%} (other processes).",
            f"- **Runs**: {reports[0].repeat if reports else 0} measured runs per case after a warm-up; "
            f"{len(cases)} cases in {len(reports)} configurations.", ""]
-    head = ["topology", "shaper", "backend", "alpha", "message overhead", "gamma", "TCP buffering"]
+    head = ["topology", "shaper", "backend", "alpha", "message overhead", "gamma", "TCP buffering",
+            "swap serialized"]
     run.append(_markdown(head, [[r.topology, r.shaper, r.backend, f"{r.calibration.alpha_s * 1e6:.0f} us",
                                  f"{r.calibration.message_overhead_s * 1e6:.0f} us",
                                  f"{r.calibration.gamma_s_per_byte * 1e9:.3f} ns/B",
-                                 f"{r.calibration.buffered_bytes / 2**20:.2f} MiB"] for r in reports]))
+                                 f"{r.calibration.buffered_bytes / 2**20:.2f} MiB",
+                                 f"{r.calibration.swap_serialized:.0%}"] for r in reports]))
     warnings = [f"- {r.topology} {r.shaper} {r.backend}: {w}" for r in reports for w in r.warnings]
     warnings += [f"- FAILED {f}" for f in failures]
     if warnings:
