@@ -224,6 +224,13 @@ class ValidationReport:
         return {**{k: v for k, v in asdict(self).items() if k != "cases"}, "summary": self.error_summary(),
                 "records": [{**asdict(c), "ok": c.ok} for c in self.cases]}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> ValidationReport:
+        """The inverse of ``to_dict`` (docs/validation.json holds a list of these)."""
+        fields = {k: v for k, v in data.items() if k not in ("summary", "records", "calibration")}
+        cases = [CaseResult(**{k: v for k, v in r.items() if k != "ok"}) for r in data["records"]]
+        return cls(**fields, calibration=Calibration(**data["calibration"]), cases=cases)
+
 
 def error_summary(cases: Sequence[CaseResult]) -> dict:
     """Median and worst |error| of the cases >= 4 MiB and below, and how many miss their target."""
@@ -776,14 +783,14 @@ def validate_cmd(
     topology: Annotated[Path | None, typer.Option(help="One topology YAML to emulate (<= 4 hosts).")] = None,
     suite: Annotated[Path | None, typer.Option(help="A folder of topology YAMLs: run them all and write the "
                                                     "report (validation.md, figures, JSON) to --out.")] = None,
-    algo: Annotated[str | None, typer.Option(help="Algorithm specs, comma-separated "
-                                                  "[default: every registered algorithm once].")] = None,
+    algo: Annotated[str | None, typer.Option(help="Algorithm specs, comma-separated (default: every registered "
+                                                  "algorithm once).")] = None,
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "1MiB,4MiB,16MiB",
     repeat: Annotated[int, typer.Option(help="Measured runs per case (after the warm-up).")] = 5,
     warmup: Annotated[int, typer.Option(help="Unmeasured runs per case first.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="--topology: folder for traces and logs [default: "
-                                                  "$TMPDIR/firerun-validate-NAME]; --suite: folder for the report "
-                                                  "[default: docs].")] = None,
+    out: Annotated[Path | None, typer.Option(help="--topology: folder for traces and logs (default: "
+                                                  "$TMPDIR/firerun-validate-NAME); --suite: folder for the report "
+                                                  "(default: docs).")] = None,
     plot: Annotated[Path | None, typer.Option(help="--topology: save measured-vs-predicted timelines (PNG).")] = None,
     shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
     backend: Annotated[str, typer.Option(help="torch (gloo) and/or mpi (mpi4py over MPICH), comma-separated.")] = "torch",

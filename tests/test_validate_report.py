@@ -136,6 +136,7 @@ def test_report_regenerates_its_blocks_and_keeps_the_rest(tmp_path):
     assert {p.name for p in written} >= {"validation-overview.png", "validation-star4-1g.png", "validation.json"}
     data = json.loads((out / "validation.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert len(data["reports"]) == 8 and data["reports"][0]["records"][1]["ok"] is False
+    assert ValidationReport.from_dict(data["reports"][0]) == reports[0]
     # hand-written text around the blocks survives a regeneration; the blocks change
     edited = doc.replace("<!-- generated: summary -->", "Hand-written analysis.\n\n<!-- generated: summary -->")
     (out / "validation.md").write_text(edited)
