@@ -186,7 +186,7 @@ class CaseResult:
     op_error_p95: float
     rank_error_max: float  # the worst rank's |finish time error| / measured duration
     first_divergence: dict | None  # the first op off by > 5 % of the run (firesim.trace.compare)
-    link_bytes_error: float  # worst |wire / expected - 1| over the links the plan uses
+    link_bytes_error: float  # wire / expected - 1 on the link where it is largest in size (signed)
     stray_link_bytes: int  # wire bytes on links the plan does not use (control traffic)
     start_skew_s: float  # median over repeats of the spread of the ranks' start times after the barrier
     target: float = 0.0  # the |error| this case must stay within

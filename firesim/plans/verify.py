@@ -160,10 +160,13 @@ class _Proof:
         first_of_rank[offsets[:-1][np.diff(offsets) > 0]] = True
         later = np.where(self.next_unit >= 0, self.unit_op[np.maximum(self.next_unit, 0)], -1)  # per unit
         has_prev = np.bincount(later[later >= 0], minlength=n)  # an op's units that follow another on a cell
-        issue_wait = (~first_of_rank).astype(np.int32)
-        issue_wait[gated] += has_prev[gated]
-        done_wait = 1 + comm.astype(np.int32)
-        done_wait[self.is_recv] += has_prev[self.is_recv]
+        # Inputs each event still waits for: wait[j] for op j's issue, wait[n + j] for its completion.
+        wait = np.concatenate([~first_of_rank, 1 + comm]).astype(np.int32)
+        wait[:n][gated] += has_prev[gated]
+        wait[n:][self.is_recv] += has_prev[self.is_recv]
+        # The event a unit's completion feeds: the issue of the next op on its cell if that op waits to issue
+        # (a send), else that op's completion (a receive waits to complete).
+        later = np.where(later >= 0, later + np.where(gated[np.maximum(later, 0)], 0, n), -1)
         # An op that waits only for its predecessor (a post, a compute on no chunk) issues with it: a ready op j
         # issues j .. run_end[j]-1, where run_end[j] is the next op that waits for more (or its rank's end).
         starts = np.flatnonzero(gated | first_of_rank)
@@ -171,7 +174,7 @@ class _Proof:
         run_end[starts] = np.minimum(np.append(starts[1:], n), offsets[1:][self.rank[starts]])
         has_next = np.zeros(n, bool)
         has_next[starts] = run_end[starts] < offsets[1:][self.rank[starts]]
-        scratch = np.empty(n, np.int64)
+        scratch = np.empty(2 * n, np.int64)
         ready_i = offsets[:-1][np.diff(offsets) > 0]
         ready_c = np.zeros(0, np.int64)
         t = 0
@@ -179,30 +182,27 @@ class _Proof:
             fire = _expand(ready_i, run_end[ready_i])
             self.i_round[fire] = t
             after = run_end[ready_i[has_next[ready_i]]]
-            issue_wait[after] -= 1  # the op after each run, once
-            next_i = after[issue_wait[after] == 0]
-            done_wait[fire] -= 1
-            talk = partner[fire[comm[fire]]]
-            done_wait[talk] -= 1  # a send issued / a recv posted
-            talk = talk[done_wait[talk] == 0]
-            ready_c = np.concatenate([ready_c, fire[done_wait[fire] == 0], talk[self.i_round[talk] != t]])
+            wait[after] -= 1  # the op after each run, once
+            next_i = after[wait[after] == 0]
+            done = fire + n
+            wait[done] -= 1
+            talk = partner[fire[comm[fire]]] + n
+            wait[talk] -= 1  # a send issued / a recv posted
+            talk = talk[wait[talk] == 0]
+            ready_c = np.concatenate([ready_c, fire[wait[done] == 0], talk[self.i_round[talk - n] != t] - n])
             t += 1
             self.c_round[ready_c] = t
-            if self.single:  # every unit has one successor at most, so the ops after are distinct
-                nxt = later[ready_c]
-                nxt = nxt[nxt >= 0]
-                issue_wait[nxt] -= gated[nxt]
-                done_wait[nxt] -= ~gated[nxt]
-                nxt = nxt[np.where(gated[nxt], issue_wait[nxt], done_wait[nxt]) == 0]
-                waits_issue = gated[nxt]
-                ready_i = np.concatenate([next_i, nxt[waits_issue]])
-                ready_c = nxt[~waits_issue]
+            if self.single:  # every unit has one successor at most, so the events fed are distinct
+                fed = later[ready_c]
+                fed = fed[fed >= 0]
+                wait[fed] -= 1
+                fed = fed[wait[fed] == 0]
             else:
-                nxt = later[_expand(self.unit_ptr[ready_c], self.unit_ptr[ready_c + 1])]
-                nxt = nxt[nxt >= 0]
-                waits_issue = gated[nxt]
-                ready_i = np.concatenate([next_i, _decrement(issue_wait, nxt[waits_issue], scratch)])
-                ready_c = _decrement(done_wait, nxt[~waits_issue], scratch)
+                fed = later[_expand(self.unit_ptr[ready_c], self.unit_ptr[ready_c + 1])]
+                fed = _decrement(wait, fed[fed >= 0], scratch)
+            issues = fed < n
+            ready_i = np.concatenate([next_i, fed[issues]])
+            ready_c = fed[~issues] - n
             t += 1
 
     # ---- pass 2: the values ----------------------------------------------------------------------------
