@@ -227,6 +227,26 @@ class SimulatedIteration:
     trace: Trace
 
 
+@dataclass(frozen=True)
+class MeasuredCompute:
+    """One rank's compute as measured (``firerun train --nproc`` takes it from a one-rank run on the same
+    machine), for ``simulate_iteration`` to use instead of the FLOP-based estimate: forward and backward
+    seconds, and the gradient buckets as DDP formed them, in the order they were exchanged, each with the
+    seconds from the start of backward until backward had produced it."""
+
+    forward_s: float
+    backward_s: float
+    bucket_nbytes: tuple[int, ...]
+    bucket_ready_s: tuple[float, ...]
+
+    def buckets(self) -> list[Bucket]:
+        if not (self.forward_s >= 0 and self.backward_s > 0 and self.bucket_nbytes
+                and len(self.bucket_nbytes) == len(self.bucket_ready_s)):
+            raise UserError("measured compute: needs forward_s >= 0, backward_s > 0 and a ready time per bucket")
+        return [Bucket(int(n), min(max(t / self.backward_s, 0.0), 1.0), ())
+                for n, t in zip(self.bucket_nbytes, self.bucket_ready_s)]
+
+
 def _iteration_plan(base: Plan, bucket_nbytes: list[int], ready_s: np.ndarray, backward_end_s: np.ndarray,
                     optimizer_s: float, itemsize: int, name: str):
     """Every rank's program for one iteration, with its per-op bytes, release times and bucket of every op.
@@ -270,7 +290,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        bucket_nbytes: int = DDP_BUCKET_NBYTES, first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES,
                        rank_speed=None, stragglers: Stragglers | None = None,
                        link_overrides: Mapping | None = None, optimizer_s: float = 0.0, eager: bool = False,
-                       seed: int = 0) -> SimulatedIteration:
+                       seed: int = 0, measured: MeasuredCompute | None = None) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward, then backward emitting the buckets (reverse layer order, DDP sizes) at the fraction of backward
@@ -278,19 +298,24 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     and the previous bucket is done there, and runs on ``topology`` (default ``cluster_topology``) while
     backward continues; the optimizer step (``optimizer_s`` at nominal speed) follows the last bucket and
     backward. ``rank_speed`` and ``stragglers`` (drawn from ``seed``) scale each rank's compute; the seed
-    also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``.
+    also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. ``measured`` replaces the
+    FLOP-based forward/backward times and the profile's buckets by measured ones (``MeasuredCompute``).
     """
     if not optimizer_s >= 0:
         raise UserError(f"optimizer_s: must be >= 0, got {optimizer_s!r}")
     compute_s = _compute_seconds(profile, cluster, gpus, batch_per_gpu, algo, dtype)
     forward_s, backward_s = compute_s / 3, compute_s * 2 / 3
+    if measured is not None:
+        forward_s, backward_s = measured.forward_s, measured.backward_s
+        compute_s = forward_s + backward_s
     speed = np.ones(gpus) if rank_speed is None else np.asarray(rank_speed, np.float64)
     if speed.shape != (gpus,) or not np.all(speed > 0):
         raise UserError(f"rank_speed: needs {gpus} positive factors")
     if stragglers is not None:
         speed = speed * stragglers.speeds(gpus, seed)
     itemsize = _DTYPE_NBYTES.get(dtype, 4)
-    buckets = _buckets(profile, dtype, overlap, bucket_nbytes, first_bucket_nbytes)
+    buckets = measured.buckets() if measured is not None else _buckets(profile, dtype, overlap, bucket_nbytes,
+                                                                         first_bucket_nbytes)
     base = bucket_plan(cluster, gpus, algo)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.array([[(forward_s + b.ready_fraction * backward_s) for b in buckets]]).T / speed  # [bucket, rank]
