@@ -31,6 +31,7 @@ Backend = Annotated[str, typer.Option("--backend", help="torch (gloo on CPU, NCC
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda: torch backend, NCCL).")]
 Timeout = Annotated[float, typer.Option("--timeout-s", help="Longest wait for any one message or barrier.")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the records to this file (atomically).")]
+SYNTHETIC_LIMIT_NBYTES = 1 << 30  # synthetic images held by each rank
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
@@ -343,6 +344,8 @@ def train(
     `firerun run --nproc 4 train ...` trains; `firerun train --nproc 4 ...` measures an iteration and prints
     it beside firesim's prediction.
     """
+    import numpy as np
+
     from firerun.train import TrainConfig
     from firesim.io import check_writable
     from firesim.units import parse_bytes
@@ -369,9 +372,23 @@ def train(
             resolve(a)
     from models.zoo import get_spec
 
-    get_spec(model)
+    spec = get_spec(model)
+    configs[0].recipe(1)  # a recipe that cannot work fails here, not in every rank
+    if data == "digits" and spec.input_shape != (3, 32, 32):
+        raise UserError(f"data digits: 8x8 images suit the CIFAR-size models (small_cnn, resnet18_cifar_w16, "
+                        f"...), not {model} ({'x'.join(map(str, spec.input_shape))} inputs)")
+    synthetic_nbytes = 4 * samples * int(np.prod(spec.input_shape))
+    if data == "synthetic" and synthetic_nbytes > SYNTHETIC_LIMIT_NBYTES:
+        raise UserError(f"samples: {samples} synthetic images of {'x'.join(map(str, spec.input_shape))} take "
+                        f"{synthetic_nbytes / 2**30:.1f} GiB per rank; use fewer (--samples)")
     if threads is not None and threads < 1:
         raise UserError(f"threads: must be >= 1, got {threads}")
+    for value, what in ((eval_every, "eval-every"), (check_every, "check-every"),
+                        (checkpoint_every, "checkpoint-every")):
+        if value < 0:
+            raise UserError(f"{what}: must be >= 0, got {value}")
+    if (checkpoint_every or resume) and checkpoint_dir is None:
+        raise UserError("checkpoint-dir: needed with --checkpoint-every and --resume")
     for path, what in ((json_path, "json"), (trace_path, "trace"), (chrome_path, "chrome"), (plot, "plot")):
         if path is not None:
             check_writable(path, what)
@@ -380,9 +397,13 @@ def train(
 
         if dist_env().launched:
             raise UserError("nproc: this process is already a rank of a job; use --nproc from a plain shell")
-        report = measure_and_predict(configs, nproc, emulate=emulate, skip=skip, timeout_s=timeout_s,
-                                     threads=threads, plot=plot, trace_path=trace_path, chrome_path=chrome_path,
-                                     log=lambda m: Console(stderr=True).print(m, highlight=False))
+        try:
+            report = measure_and_predict(configs, nproc, emulate=emulate, skip=skip, timeout_s=timeout_s,
+                                         threads=threads, plot=plot, trace_path=trace_path, chrome_path=chrome_path,
+                                         log=lambda m: Console(stderr=True).print(m, highlight=False))
+        except RuntimeError as err:  # a rank failed (it said why) or the cluster could not be built
+            Console(stderr=True).print(f"firerun train: {err}", highlight=False)
+            raise typer.Exit(1) from None
         Console(width=None if sys.stdout.isatty() else 150).print(report.table(), highlight=False)
         if json_path is not None:
             write_json_atomic(json_path, report.to_dict())
@@ -429,6 +450,13 @@ def _train_body(ex, console: Console, configs, *, trace_path, chrome_path, json_
         console.print(f"{head}: steps {r.start_step}..{cfg.steps}, loss {r.loss[0]:.3f} -> {r.loss[-1]:.3f}, "
                       f"held-out accuracy {final.accuracy:.2%}; replicas bit-identical at {r.replica_checks} "
                       f"checks", highlight=False)
+        if r.trace is not None:
+            from firerun.iteration import measured_breakdown
+
+            b = measured_breakdown(r.trace, r.workers, skip=min(3, len(r.loss) - 1))
+            console.print(f"  step {b.iteration_s * 1e3:.1f} ms (median): forward {b.forward_s * 1e3:.1f}, backward "
+                          f"{b.backward_s * 1e3:.1f}, exposed exchange {b.exposed_s * 1e3:.1f} of "
+                          f"{b.exchange_s * 1e3:.1f}, optimizer {b.optimizer_s * 1e3:.1f} ms", highlight=False)
     if ex.rank == 0:
         if json_path is not None:
             records = [{"kind": "firerun.train/2", **jsonable(r.to_dict())} for r in results]
@@ -466,7 +494,7 @@ def large_batch(
 
         by_seed = {}
         for seed in seed_list:
-            by_seed[seed] = largebatch.demonstrate(ex, seed, epochs, on_run=lambda c: console.print(
+            by_seed[seed] = largebatch.demonstrate(ex, seed, epochs, on_run=lambda c, seed=seed: console.print(
                 f"seed {seed}: {c.label}: {c.steps} steps, peak LR {c.peak_lr:g}, held-out accuracy {c.final:.2%}",
                 highlight=False))
         finals = [[c.final for c in curves] for curves in by_seed.values()]

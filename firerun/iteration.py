@@ -15,11 +15,12 @@ One command, three runs, no fitting:
 
 **Ranks sharing cores.** With more runnable threads than cores, the kernel shares the cores among them, so
 a rank computing while the others compute runs slower than it did alone. With ``C`` cores, ``T`` threads
-per rank and ``B`` runnable threads of other processes (sampled from ``/proc/loadavg`` just before each
-run), one thread runs at ``min(1, C / (B + T))`` of a core alone and at ``min(1, C / (B + nproc T))`` in the
-job: the ratio is the speed factor (``cpu_share``) applied to the one-rank compute. On an idle 2-core machine
-with 4 ranks of 1 thread it is 0.5. It is derived from the core and thread counts, not fitted; the one-rank
-calibration runs with the same threads per rank. It ignores the CPU that communication itself takes (gloo
+per rank and ``B`` runnable threads of other processes (``OtherLoad``: sampled during each run, the machine's
+running count less our own), one thread runs at ``min(1, C / (B + T))`` of a core alone and at
+``min(1, C / (B + nproc T))`` in the job: the ratio of their means is the speed factor (``cpu_share``) applied
+to the one-rank compute. On an idle 2-core machine with 4 ranks of 1 thread it is 0.5. It is derived from the
+core and thread counts and the other processes' load, not fitted to any time; the one-rank calibration runs
+with the same threads per rank. It ignores the CPU that communication itself takes (gloo
 threads, the kernel's TCP stack, the emulator's shapers), which slows the compute it overlaps with; and
 other processes' load changes from second to second: run it on a quiet machine (the table reports the
 load).
@@ -32,6 +33,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,17 +78,77 @@ def worker_main(spec_path: str) -> int:
     return 0
 
 
-def background_runnable(seconds: float = 1.0, samples: int = 20) -> float:
-    """Mean number of runnable threads of the whole machine (``/proc/loadavg``'s running count, less this
-    sampler) over ``seconds``: the other processes a rank's threads will share the cores with."""
-    counts = []
-    for _ in range(samples):
+class OtherLoad:
+    """Samples, while a run goes on, how many threads of *other* processes are runnable: the machine's running
+    count (``/proc/loadavg``) less the running threads of this process and its descendants (the ranks).
+    ``speed(threads)`` is then the mean fraction of a core one of ``threads`` of ours got: the processor
+    sharing that slows a rank when other work competes for the cores."""
+
+    def __init__(self, cores: int, interval_s: float = 0.5):
+        self.cores, self.interval_s = cores, interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="firerun-load", daemon=True)
+
+    def __enter__(self) -> OtherLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(self.interval_s):
+            try:
+                running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+                self.samples.append(max(0, running - _our_running_threads(me)))
+            except (OSError, ValueError, IndexError):
+                return
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples)) if self.samples else 0.0
+
+    def speed(self, threads: int) -> float:
+        if not self.samples:
+            return min(1.0, self.cores / threads)
+        return float(np.mean([min(1.0, self.cores / (b + threads)) for b in self.samples]))
+
+
+def _our_running_threads(root: int) -> int:
+    """Threads in state R of ``root`` and its descendants (this sampler's own read counts as one)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    ours, frontier = {root}, [root]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in ours:
+                ours.add(child)
+                frontier.append(child)
+    count = 0
+    for pid in ours:
         try:
-            counts.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
-        except (OSError, ValueError, IndexError):
-            return 0.0
-        time.sleep(seconds / samples)
-    return float(np.mean(counts))
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                if Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                    count += 1
+            except OSError:
+                continue
+    return count
 
 
 def _spec(out: Path, configs, threads: int, timeout_s: float) -> Path:
@@ -139,10 +201,10 @@ class Breakdown:
     iteration_max_s: float = 0.0
 
 
-def _per_step(trace: Trace, workers: int, skip: int):
+def _timed_steps(trace: Trace, skip: int) -> list[int]:
+    """The trace's steps after the first ``skip`` (at least the last one)."""
     steps = sorted({int(s) for s in trace.step.tolist()})
-    timed = [s for s in steps if s >= steps[0] + skip] or steps[-1:]
-    return timed
+    return [s for s in steps if s >= steps[0] + skip] or steps[-1:]
 
 
 def measured_breakdown(trace: Trace, workers: int, skip: int) -> Breakdown:
@@ -151,7 +213,7 @@ def measured_breakdown(trace: Trace, workers: int, skip: int) -> Breakdown:
                                                     "iteration")}
     worker = trace.rank < workers
     dur = trace.t_end - trace.t_start
-    for s in _per_step(trace, workers, skip):
+    for s in _timed_steps(trace, skip):
         at = trace.step == s
 
         def total(kind, sel=at & worker):
@@ -177,7 +239,7 @@ def bucket_schedule(trace: Trace, skip: int) -> tuple[tuple[int, ...], tuple[flo
     (median over timed steps) from a one-rank trace."""
     ready: dict[int, list[float]] = {}
     sizes: dict[int, int] = {}
-    for s in _per_step(trace, 1, skip):
+    for s in _timed_steps(trace, skip):
         at = (trace.step == s) & (trace.rank == 0)
         start = float(trace.t_start[at & (trace.op == Phase.BACKWARD)].min())
         for k, n, t in zip(trace.chunk[at & (trace.op == Phase.READY)].tolist(),
@@ -195,23 +257,27 @@ def predict_iteration(cfg, workers: int, calibration: Breakdown, buckets, ready_
     """firesim's iteration for this config: one-rank compute scaled by ``cpu_share``, network from ``net``."""
     from firesim.cluster import cluster_topology
     from firesim.hardware import HardwareProfile, profile_to_cluster
+    from firesim.plans import resolve
     from firesim.training import MeasuredCompute, simulate_iteration
     from firesim.workload import load_workload
 
     profile = HardwareProfile(name=name, alpha_s=net["alpha_s"], beta_s_per_byte=net["beta_s_per_byte"],
                               gamma_s_per_byte=net["gamma_s_per_byte"], compute_flops=1e9,
                               source="firerun train --nproc (measured in the job)")
-    cluster = profile_to_cluster(profile).model_copy(update={"software_latency_s": net["alpha_s"]})
-    from firesim.plans import resolve
-
-    ranks = resolve(cfg.algo).ranks(workers) if cfg.algo != "builtin" else workers
-    graph = topology if topology is not None else cluster_topology(cluster, ranks)
+    cluster = profile_to_cluster(profile)  # loopback: a star whose links carry alpha (half on each end)
+    ranks = workers if cfg.algo == "builtin" else resolve(cfg.algo).ranks(workers)
+    if topology is None:
+        graph = cluster_topology(cluster, ranks)
+    else:  # the emulated links have no latency of their own: alpha is all software (as firerun validate)
+        graph, cluster = topology, cluster.model_copy(update={"software_latency_s": net["alpha_s"]})
     algo = "ring" if cfg.algo == "builtin" else cfg.algo  # gloo's all_reduce is a ring (REFERENCE.md)
     measured = MeasuredCompute(forward_s=calibration.forward_s, backward_s=calibration.backward_s,
                                bucket_nbytes=buckets, bucket_ready_s=ready_s)
+    # after the last exchange: DDP's end of backward (the hook's hand-off back, the future) and the optimizer
+    # step, both as measured on one rank
     return simulate_iteration(load_workload(cfg.model), cluster, workers, algo, batch_per_gpu=cfg.batch,
-                              topology=graph, optimizer_s=calibration.optimizer_s, measured=measured,
-                              rank_speed=np.full(workers, cpu_share))
+                              topology=graph, optimizer_s=calibration.exposed_s + calibration.optimizer_s,
+                              measured=measured, rank_speed=np.full(workers, cpu_share))
 
 
 def predicted_breakdown(sim, calibration: Breakdown, cpu_share: float) -> Breakdown:
@@ -222,7 +288,8 @@ def predicted_breakdown(sim, calibration: Breakdown, cpu_share: float) -> Breakd
     backward_end = (calibration.forward_s + calibration.backward_s) / sim.rank_speed
     return Breakdown(forward_s=calibration.forward_s / cpu_share, backward_s=calibration.backward_s / cpu_share,
                      exchange_s=float(np.mean(np.sum(done - start, axis=0))),
-                     exposed_s=float(np.mean(np.maximum(done.max(axis=0) - backward_end, 0.0))),
+                     exposed_s=float(np.mean(np.maximum(done.max(axis=0) - backward_end, 0.0)))
+                     + calibration.exposed_s / cpu_share,  # the one-rank hand-off, as measured "exposed" has it
                      optimizer_s=calibration.optimizer_s / cpu_share, iteration_s=sim.iteration_s,
                      iteration_min_s=sim.iteration_s, iteration_max_s=sim.iteration_s)
 
@@ -248,7 +315,7 @@ class IterationReport:
     threads: int
     cores: int
     cpu_share: float
-    background_threads: tuple[float, float]  # runnable threads of other processes before calibration, job
+    background_threads: tuple[float, float]  # mean runnable threads of other processes: calibration, job
     calibration: Breakdown
     net: dict
     results: list[AlgoResult]
@@ -349,22 +416,22 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         cal_dir.mkdir()
         job_dir.mkdir()
         say(f"1/3 compute on one rank ({threads} thread(s)), {configs[0].steps} steps")
-        background_cal = background_runnable()
-        _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads, timeout_s),
-                   timeout_s, threads)
+        with OtherLoad(cores) as load_cal:
+            _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads, timeout_s),
+                       timeout_s, threads)
         cal_result, cal_trace = _load(cal_dir, 0)
         calibration = measured_breakdown(cal_trace, 1, skip)
         buckets, ready_s = bucket_schedule(cal_trace, skip)
         say(f"2/3 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
             f"{', '.join(c.algo for c in configs)}")
         spec = _spec(job_dir, configs, threads, timeout_s)
-        background = background_runnable()
-        cpu_share = min(1.0, cores / (background + nproc * threads)) / min(1.0, cores / (background_cal + threads))
-        if graph is None:
-            _run_local(nproc, spec, timeout_s, threads)
-        else:
-            with EmulatedCluster(emulate) as cluster:
-                _run_emulated(cluster, spec, timeout_s, threads)
+        with OtherLoad(cores) as load_job:
+            if graph is None:
+                _run_local(nproc, spec, timeout_s, threads)
+            else:
+                with EmulatedCluster(emulate) as cluster:
+                    _run_emulated(cluster, spec, timeout_s, threads)
+        cpu_share = load_job.speed(nproc * threads) / load_cal.speed(threads)
         load_after = os.getloadavg()
         say("3/3 firesim's prediction")
         results, sims, traces = [], [], []
@@ -390,7 +457,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
     report = IterationReport(
         model=configs[0].model, batch_per_worker=configs[0].batch, nproc=nproc,
         where="loopback" if graph is None else f"{graph.graph.get('name')} (emulated)", threads=threads,
-        cores=cores, cpu_share=cpu_share, background_threads=(background_cal, background),
+        cores=cores, cpu_share=cpu_share, background_threads=(load_cal.mean, load_job.mean),
         calibration=calibration, net=net, results=results, skip=skip,
         steps=configs[0].steps, load_before=load_before, load_after=load_after, date=time.strftime("%Y-%m-%d"),
         ranking_right=_ranking_right(results),
@@ -432,7 +499,7 @@ def plot_timelines(report: IterationReport, traces: list[Trace], sims, path) -> 
     n = len(report.results)
     fig, axes = plt.subplots(n, 2, figsize=(12, 0.8 + 1.6 * n), squeeze=False, sharex="row")
     for row, (res, trace, sim) in enumerate(zip(report.results, traces, sims)):
-        steps = _per_step(trace, res.workers, report.skip)
+        steps = _timed_steps(trace, report.skip)
         spans = []
         for s in steps:
             at = trace.step == s
@@ -466,10 +533,29 @@ def plot_timelines(report: IterationReport, traces: list[Trace], sims, path) -> 
             ax.set_yticks(np.arange(res.workers) + 0.5, [f"r{r}" for r in range(res.workers)])
     handles, labels = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
-    axes[0][0].legend(uniq.values(), uniq.keys(), loc="lower right", fontsize=7, ncol=5)
     for ax in axes[-1]:
         ax.set_xlabel("ms from the step's start (compute above, bucket exchanges below each rank)")
     fig.suptitle(f"{report.model}, batch {report.batch_per_worker}/worker, {report.where}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", fontsize=8, ncol=5, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown_rows(report: IterationReport, case: str) -> list[str]:
+    """Rows of the README's measured-vs-predicted table for one report."""
+    from firesim.units import format_bytes
+
+    rows = []
+    for r in report.results:
+        m, p = r.measured, r.predicted
+        rows.append(f"| {case} | {report.where} | {r.algo} | {' + '.join(format_bytes(n) for n in r.bucket_nbytes)} "
+                    f"| {m.iteration_s * 1e3:.0f} ({m.iteration_min_s * 1e3:.0f}-{m.iteration_max_s * 1e3:.0f}) "
+                    f"| {p.iteration_s * 1e3:.0f} | {r.error:+.1%} | {m.exposed_s * 1e3:.0f} / {p.exposed_s * 1e3:.0f} "
+                    f"| {report.load_before[0]:.1f} |")
+    return rows
+
+
+MARKDOWN_HEADER = ["| case | network | algo | buckets | measured ms (min-max) | predicted ms | error "
+                   "| exposed comm ms, measured / predicted | load |",
+                   "|---|---|---|---|---:|---:|---:|---:|---:|"]

@@ -109,9 +109,11 @@ def plot(curves_by_seed: dict[int, list[Curve]], path) -> None:
 
     colors = ["tab:blue", "tab:green", "tab:red"]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for n, (seed, curves) in enumerate(sorted(curves_by_seed.items())):
-        for c, color in zip(curves, colors):
-            label = f"{c.label}: {c.final:.1%}" if n == 0 else None
+    runs_by_config = list(zip(*curves_by_seed.values()))
+    means = [sum(c.final for c in runs) / len(runs) for runs in runs_by_config]
+    for n, (_, curves) in enumerate(sorted(curves_by_seed.items())):
+        for c, color, mean in zip(curves, colors, means):
+            label = f"{c.label}: {mean:.1%}" if n == 0 else None
             ax_acc.plot(c.epochs, [100 * a for a in c.accuracy], color=color, alpha=1.0 if n == 0 else 0.4,
                         label=label)
             epochs_per_step = c.epochs[-1] / c.steps
@@ -120,7 +122,8 @@ def plot(curves_by_seed: dict[int, list[Curve]], path) -> None:
     seeds = sorted(curves_by_seed)
     ax_acc.set(xlabel="epoch", ylabel="held-out accuracy (%)", ylim=(0, 100),
                title=f"digits (360 held out), {MODEL}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
-    ax_acc.legend(loc="lower right", fontsize=8, title="final accuracy (first seed)", title_fontsize=8)
+    ax_acc.legend(loc="lower right", fontsize=8, title="final held-out accuracy (mean over seeds)",
+                  title_fontsize=8)
     ax_acc.grid(alpha=0.3)
     ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss per step")
     ax_loss.grid(alpha=0.3)

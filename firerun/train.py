@@ -160,12 +160,11 @@ def _worker_group(workers: int, size: int):
 
 def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: int = 0,
           checkpoint_dir: str | None = None, checkpoint_every: int = 0, resume: bool = False,
-          step_barrier: bool = False, record: bool = True, threads: int | None = None,
-          on_step=None) -> TrainResult:
+          step_barrier: bool = False, record: bool = True, threads: int | None = None) -> TrainResult:
     """Train ``cfg.steps`` optimizer steps (from the last checkpoint with ``resume``) on this job.
 
     ``step_barrier`` starts every step at a barrier, so each is timed as firesim models it (all ranks start
-    forward together). ``on_step(step, loss)`` is called on every rank after each step (progress display).
+    forward together). ``record`` gathers the iteration trace to rank 0.
     """
     from models.zoo import build, get_spec
 
@@ -218,6 +217,14 @@ def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: i
 
     def run_step(step: int, warmup: bool = False) -> float:
         """One optimizer step's forward/backward passes (with their exchanges); returns the loss."""
+        try:
+            return passes(step, warmup)
+        except RuntimeError:  # DDP wraps a failed exchange in its own error: raise the executor's one line
+            if hook.error is not None:
+                raise hook.error from None
+            raise
+
+    def passes(step: int, warmup: bool) -> float:
         hook.step = step
         if not worker:
             hook.serve_step()
@@ -252,18 +259,13 @@ def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: i
         model.load_state_dict(saved)
         opt.zero_grad(set_to_none=False)
     hook.end_step()
-    _raise_hook_error(hook)
 
     zero = time.perf_counter()
     for step in range(start, cfg.steps):
         _seed(cfg.seed * 1_000_003 + step, ex.device)  # dropout etc.: a function of the step, resumable
         if step_barrier:
             ex.barrier("step barrier")
-        try:
-            loss_value = run_step(step)
-        except RuntimeError:
-            _raise_hook_error(hook)
-            raise
+        loss_value = run_step(step)
         if worker:
             o0 = time.perf_counter()
             lr = recipe.lr_at(step)
@@ -276,16 +278,15 @@ def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: i
         losses.append(loss_value)
         done = step + 1
         last = done == cfg.steps
-        if check_every and (done % check_every == 0 or last) or checkpoint_every and done % checkpoint_every == 0:
+        save = checkpoint_every and (done % checkpoint_every == 0 or last)
+        if save or check_every and (done % check_every == 0 or last):  # never save diverged replicas
             _check_replicas(ex, model if worker else None, workers, done, result)
-        if checkpoint_every and (done % checkpoint_every == 0 or last) and ex.rank == 0:
+        if save and ex.rank == 0:
             result.checkpoints.append(str(checkpoint.save(checkpoint_dir, done, model, opt, settings)))
         if eval_every and done % eval_every == 0 or last:
             result.evals.append(evaluate(ex, model if worker else None, data, workers, done))
-        if on_step is not None:
-            on_step(step, loss_value)
     if worker:
-        result.bucket_nbytes = sorted_bucket_sizes(rec.rows, cfg.steps - 1)
+        result.bucket_nbytes = _bucket_sizes(rec.rows, cfg.steps - 1)
     result.loss = [float(x) / workers for x in ex.reduce_sum(np.array(losses))] if losses else []
     if record:
         result.trace = _gather_trace(ex, rec, zero, cfg, workers)
@@ -300,13 +301,7 @@ def _seed(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def _raise_hook_error(hook: PlanHook) -> None:
-    """DDP wraps an exchange's failure in its own RuntimeError: raise the executor's one-line error instead."""
-    if hook.error is not None:
-        raise hook.error
-
-
-def sorted_bucket_sizes(rows, step: int) -> list[int]:
+def _bucket_sizes(rows, step: int) -> list[int]:
     """The bucket sizes of ``step`` in bucket order (from the trace rows)."""
     sizes = {r[2]: r[3] for r in rows if r[0] == Phase.EXCHANGE and r[1] == step}
     return [sizes[k] for k in sorted(sizes)]
