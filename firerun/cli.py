@@ -429,17 +429,22 @@ def train(
 
 def _train_body(ex, console: Console, configs, *, trace_path, chrome_path, json_path, **kwargs) -> int:
     """One rank of a training job: train with each config in turn (same seed), report, write (rank 0)."""
+    from rich.progress import Progress
+
     from firerun.train import ReplicaMismatch
     from firerun.train import train as run_training
     from firesim.io import jsonable
 
     results = []
     for cfg in configs:
-        try:
-            r = run_training(ex, cfg, **kwargs)
-        except ReplicaMismatch as err:
-            console.print(str(err), highlight=False)
-            return 1
+        with Progress(console=console, transient=True, disable=ex.rank != 0 or not console.is_terminal) as bar:
+            task = bar.add_task(f"{cfg.algo}: training", total=cfg.steps)
+            try:
+                r = run_training(ex, cfg, on_step=lambda done, task=task: bar.update(task, completed=done),
+                                 **kwargs)
+            except ReplicaMismatch as err:
+                console.print(str(err), highlight=False)
+                return 1
         results.append(r)
         head = (f"{cfg.model} on {cfg.data}, {cfg.algo}, {r.workers} workers x batch {cfg.batch} x "
                 f"{cfg.accumulation} = {r.global_batch}")

@@ -46,6 +46,7 @@ from firesim.io import write_json_atomic
 from firesim.trace import Phase, Trace
 
 MASTER_PORT = 29500  # inside an emulated cluster's own namespaces nothing else listens
+JOB_TIMEOUT_S = 3600.0  # a whole run; every single wait inside it is bounded by the ranks' --timeout-s
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -162,16 +163,16 @@ def _worker_argv(spec: Path) -> list[str]:
     return [sys.executable, "-m", "firerun", "train-worker", str(spec)]
 
 
-def _run_local(nproc: int, spec: Path, timeout_s: float, threads: int) -> None:
+def _run_local(nproc: int, spec: Path, threads: int) -> None:
     from firerun.launch import launch
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    code = launch(nproc, ["train-worker", str(spec)], timeout_s=timeout_s, env=env)
+    code = launch(nproc, ["train-worker", str(spec)], timeout_s=JOB_TIMEOUT_S, env=env)
     if code:
         raise RuntimeError(f"the {nproc}-rank job failed (exit {code})")
 
 
-def _run_emulated(cluster, spec: Path, timeout_s: float, threads: int) -> None:
+def _run_emulated(cluster, spec: Path, threads: int) -> None:
     """One rank per host namespace, gloo on the namespace's interface (as ``firerun validate``)."""
     from firerun.launch import supervise
 
@@ -181,7 +182,7 @@ def _run_emulated(cluster, spec: Path, timeout_s: float, threads: int) -> None:
            "GLOO_SOCKET_IFNAME": cluster.ifname}
     procs = [cluster.run_in(r, _worker_argv(spec), {**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                             start_new_session=True) for r in range(p)]
-    code = supervise(procs, [f"rank {r}" for r in range(p)], grace_s=3.0, timeout_s=timeout_s)
+    code = supervise(procs, [f"rank {r}" for r in range(p)], grace_s=3.0, timeout_s=JOB_TIMEOUT_S)
     if code:
         raise RuntimeError(f"the {p}-rank job on the emulated cluster failed (exit {code})")
 
@@ -418,7 +419,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         say(f"1/3 compute on one rank ({threads} thread(s)), {configs[0].steps} steps")
         with OtherLoad(cores) as load_cal:
             _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads, timeout_s),
-                       timeout_s, threads)
+                       threads)
         cal_result, cal_trace = _load(cal_dir, 0)
         calibration = measured_breakdown(cal_trace, 1, skip)
         buckets, ready_s = bucket_schedule(cal_trace, skip)
@@ -427,10 +428,10 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         spec = _spec(job_dir, configs, threads, timeout_s)
         with OtherLoad(cores) as load_job:
             if graph is None:
-                _run_local(nproc, spec, timeout_s, threads)
+                _run_local(nproc, spec, threads)
             else:
                 with EmulatedCluster(emulate) as cluster:
-                    _run_emulated(cluster, spec, timeout_s, threads)
+                    _run_emulated(cluster, spec, threads)
         cpu_share = load_job.speed(nproc * threads) / load_cal.speed(threads)
         load_after = os.getloadavg()
         say("3/3 firesim's prediction")

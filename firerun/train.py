@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -160,11 +161,13 @@ def _worker_group(workers: int, size: int):
 
 def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: int = 0,
           checkpoint_dir: str | None = None, checkpoint_every: int = 0, resume: bool = False,
-          step_barrier: bool = False, record: bool = True, threads: int | None = None) -> TrainResult:
+          step_barrier: bool = False, record: bool = True, threads: int | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``cfg.steps`` optimizer steps (from the last checkpoint with ``resume``) on this job.
 
     ``step_barrier`` starts every step at a barrier, so each is timed as firesim models it (all ranks start
-    forward together). ``record`` gathers the iteration trace to rank 0.
+    forward together). ``record`` gathers the iteration trace to rank 0. ``on_step(steps_done)`` after each
+    step (a progress bar).
     """
     from models.zoo import build, get_spec
 
@@ -285,6 +288,8 @@ def train(ex: Executor, cfg: TrainConfig, *, check_every: int = 1, eval_every: i
             result.checkpoints.append(str(checkpoint.save(checkpoint_dir, done, model, opt, settings)))
         if eval_every and done % eval_every == 0 or last:
             result.evals.append(evaluate(ex, model if worker else None, data, workers, done))
+        if on_step is not None:
+            on_step(done)
     if worker:
         result.bucket_nbytes = _bucket_sizes(rec.rows, cfg.steps - 1)
     result.loss = [float(x) / workers for x in ex.reduce_sum(np.array(losses))] if losses else []
