@@ -115,7 +115,7 @@ class PlanHook:
             with self._lock:
                 self.events.append(BucketEvent(step, index, nbytes, ready, start, time.perf_counter()))
             fut.set_result(buf)
-        except BaseException as err:  # noqa: BLE001 - handed to DDP through the future, kept for the caller
+        except BaseException as err:  # handed to DDP through the future, kept for the caller
             self.error = err
             fut.set_exception(err)
 

@@ -119,9 +119,13 @@ def plot(curves_by_seed: dict[int, list[Curve]], path) -> None:
             epochs_per_step = c.epochs[-1] / c.steps
             ax_loss.plot([(i + 1) * epochs_per_step for i in range(len(c.train_loss))], c.train_loss, color=color,
                          alpha=1.0 if n == 0 else 0.4, linewidth=0.8)
+    from firerun.data import digits
+
     seeds = sorted(curves_by_seed)
+    held_out = digits(1, 10, seed=seeds[0]).test_y.numel()
     ax_acc.set(xlabel="epoch", ylabel="held-out accuracy (%)", ylim=(0, 100),
-               title=f"digits (360 held out), {MODEL}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+               title=f"digits ({held_out} held out), {MODEL}, seed{'s' if len(seeds) > 1 else ''} "
+                     f"{', '.join(map(str, seeds))}")
     ax_acc.legend(loc="lower right", fontsize=8, title="final held-out accuracy (mean over seeds)",
                   title_fontsize=8)
     ax_acc.grid(alpha=0.3)
