@@ -348,7 +348,9 @@ def train(
 
     from firerun.train import TrainConfig
     from firesim.io import check_writable
+    from firesim.plans import resolve, split_specs
     from firesim.units import parse_bytes
+    from models.zoo import get_spec
 
     try:
         stones = tuple(float(x) for x in _split(milestones))
@@ -360,8 +362,6 @@ def train(
                   bucket_nbytes=parse_bytes(bucket_size, "bucket size"),
                   first_bucket_nbytes=parse_bytes(first_bucket_size, "first bucket size"), seed=seed,
                   samples=samples)
-    from firesim.plans import resolve, split_specs
-
     algos = split_specs(algo)
     every = algos == ["all"]  # every registry configuration that fits the job, and the built-in all-reduce
     if not algos:
@@ -370,8 +370,6 @@ def train(
     for a in algos:
         if a not in ("all", "builtin"):
             resolve(a)
-    from models.zoo import get_spec
-
     spec = get_spec(model)
     configs[0].recipe(1)  # a recipe that cannot work fails here, not in every rank
     if data == "digits" and spec.input_shape != (3, 32, 32):
@@ -397,6 +395,9 @@ def train(
 
         if dist_env().launched:
             raise UserError("nproc: this process is already a rank of a job; use --nproc from a plain shell")
+        if every or device != "cpu" or checkpoint_dir is not None:
+            raise UserError("nproc: measures CPU ranks against the prediction; name the plans (--algo ring,tree), "
+                            "no --device cuda or checkpoints")
         try:
             report = measure_and_predict(configs, nproc, emulate=emulate, skip=skip, timeout_s=timeout_s,
                                          threads=threads, plot=plot, trace_path=trace_path, chrome_path=chrome_path,

@@ -362,7 +362,9 @@ class IterationReport:
                       ms(m.optimizer_s), f"{ms(m.iteration_s)} ({ms(m.iteration_min_s)}-{ms(m.iteration_max_s)})",
                       ms(p.iteration_s), f"{r.error:+.1%}")
         t.caption = (f"(predicted in parentheses) alpha {self.net.get('alpha_s', 0) * 1e6:.0f} us, gamma "
-                     f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B"
+                     f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B; predicted with DDP's buckets "
+                     f"(firesim's own bucketing of the profile: "
+                     f"{', '.join(format_bytes(n) for n in self.firesim_buckets)})"
                      + (f"; ranking {'right' if self.ranking_right else 'WRONG'}" if self.ranking_right is not None
                         else ""))
         return t
