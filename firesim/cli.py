@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from firesim.analytic import allreduce_bandwidths_GBps
@@ -251,6 +252,25 @@ def simulate(
         ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"), ("busbw_GBps", "busbw GB/s", lambda x: f"{x:.2f}"),
         ("ops", "ops", lambda x: f"{x:,}"), ("wall_s", "wall", _seconds)])
     _emit([record], as_json, table)
+
+
+@plans_app.command("list")
+def plans_list(as_json: JsonOpt = False) -> None:
+    """Every registered algorithm: name, aliases, options with their bounds, closed-form cost."""
+    from firesim.plans import algorithms
+
+    records = []
+    for a in algorithms():
+        records.append({"name": a.name, "aliases": list(a.aliases), "summary": a.summary, "options": a.options.describe(),
+                        "closed_form": a.time is not None, "cost": a.cost or "engine only"})
+    table = Table(title="algorithms (firesim.plans.registry)", header_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("algorithm", no_wrap=True)
+    table.add_column("options (default, bounds)", overflow="fold")
+    table.add_column("closed-form cost", overflow="fold")
+    for rec in records:
+        aliases = f"\n[dim]{', '.join(rec['aliases'])}[/dim]" if rec["aliases"] else ""
+        table.add_row(escape(rec["name"]) + aliases, escape("\n".join(rec["options"]) or "-"), escape(rec["cost"]))
+    _emit(records, as_json, table)
 
 
 @plans_app.command("show")
