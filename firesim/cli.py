@@ -80,7 +80,7 @@ CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Ext
 def _memory(cell: tuple[float, bool | None, float | None]) -> str:
     """GiB per GPU, '3.2G'; in red with the GPU's size when it does not fit: '112G>80!'."""
     gib, fits, capacity = cell
-    text = f"{gib:.3g}G"
+    text = f"{gib:,.0f}G" if gib >= 100 else f"{gib:.3g}G"
     return f"[red]{text}>{capacity:g}![/red]" if fits is False else text
 
 
@@ -115,7 +115,7 @@ def predict(
     gpu_counts = parse_int_list(gpus, "gpus")
     algos = split_specs(algo)
     for a in algos:
-        resolve(a)
+        resolve(a, ranks_per_node=cluster.gpus_per_node)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
     costs = parse_overheads(overheads)
     records = [
