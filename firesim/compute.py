@@ -97,12 +97,14 @@ def resolve_optimizer(name: str | None, profile: ModelProfile) -> str:
 # -------------------------------------------------------------------------------------------------- rates
 @dataclass(frozen=True)
 class Rates:
-    """What one GPU achieves in one dtype: the roofline's parameters."""
+    """What one GPU achieves in one dtype: the roofline's parameters. ``vector_flops`` runs elementwise FLOPs
+    (where the profile separates them): the CUDA-core fp32 peak, not fitted, as that work is memory bound."""
 
     conv_flops: float
     matmul_flops: float
     memory_Bps: float
     layer_overhead_s: float
+    vector_flops: float | None = None  # None: the matmul rate
 
 
 def achieved_rates(cluster: Cluster, dtype: str) -> Rates:
@@ -120,7 +122,8 @@ def achieved_rates(cluster: Cluster, dtype: str) -> Rates:
         raise UserError(f"dtype: {gpu.name} has no {dtype} figures (has: {', '.join(gpu.peak_flops)})")
     peak = gpu.peak_flops[dtype]
     return Rates(peak * gpu.conv_efficiency[dtype], peak * gpu.matmul_efficiency[dtype],
-                 gpu.memory_bandwidth_Bps * gpu.memory_efficiency, gpu.layer_overhead_s)
+                 gpu.memory_bandwidth_Bps * gpu.memory_efficiency, gpu.layer_overhead_s,
+                 gpu.peak_flops.get("fp32", peak))
 
 
 # ----------------------------------------------------------------------------------------------- roofline
@@ -130,7 +133,8 @@ def _count(layer, field: str) -> int:
 
 
 def _layer_arrays(profile: ModelProfile) -> dict[str, np.ndarray]:
-    """Per-layer columns: FLOPs and activation elements per sample, weight elements and kernels per call.
+    """Per-layer columns: FLOPs (matmul-class and elementwise) and activation elements per sample, weight
+    elements and kernels per call.
 
     Profiles that count what each layer's aten ops read and write (and how many kernels they launch) are used
     as they are. Older ones (version 1, or no counts) fall back to: forward reads its input and writes its
@@ -139,7 +143,10 @@ def _layer_arrays(profile: ModelProfile) -> dict[str, np.ndarray]:
     backward; one kernel forward, two backward for a layer with parameters (input and weight gradient).
     """
     rows = []
+    split = any(_count(layer, "fwd_matmul_flops") for layer in profile.layers)  # else all FLOPs are matmul work
     for layer in profile.layers:
+        fwd_mm = _count(layer, "fwd_matmul_flops") if split else layer.fwd_flops
+        bwd_mm = _count(layer, "bwd_matmul_flops") if split else layer.backward_flops
         out = layer.output_elements
         inp = layer.input_elements
         if inp == 0 and out == 0:
@@ -147,14 +154,14 @@ def _layer_arrays(profile: ModelProfile) -> dict[str, np.ndarray]:
         bwd_act = _count(layer, "bwd_input_elements") + _count(layer, "bwd_output_elements") or 2 * inp + out
         work = layer.fwd_flops > 0 or inp + out > 0 or layer.params > 0
         rows.append((
-            layer.params, layer.fwd_flops, layer.backward_flops, inp + out, bwd_act,
+            layer.params, fwd_mm, bwd_mm, layer.fwd_flops - fwd_mm, layer.backward_flops - bwd_mm, inp + out, bwd_act,
             _count(layer, "weight_elements") or layer.params, _count(layer, "bwd_weight_elements") or 2 * layer.params,
             _count(layer, "fwd_ops") or int(work), _count(layer, "bwd_ops") or (2 if layer.params else int(work)),
             _CONV.match(layer.type) is not None,
         ))
     cols = np.array(rows, dtype=np.float64).T
-    names = ("params", "fwd_flops", "bwd_flops", "fwd_act", "bwd_act", "fwd_weight", "bwd_weight", "fwd_kernels",
-             "bwd_kernels", "conv")
+    names = ("params", "fwd_flops", "bwd_flops", "fwd_vector_flops", "bwd_vector_flops", "fwd_act", "bwd_act",
+             "fwd_weight", "bwd_weight", "fwd_kernels", "bwd_kernels", "conv")
     arrays = dict(zip(names, cols))
     arrays["conv"] = arrays["conv"].astype(bool)
     return arrays
@@ -178,8 +185,11 @@ def layer_seconds(profile: ModelProfile, rates: Rates, batch_per_gpu: float,
     act = prec.activation_nbytes
     fwd_bytes = a["fwd_act"] * act * batch_per_gpu + a["fwd_weight"] * act
     bwd_bytes = a["bwd_act"] * act * batch_per_gpu + a["bwd_weight"] * prec.grad_nbytes
-    fwd = np.maximum(a["fwd_flops"] * batch_per_gpu / flops_per_s, fwd_bytes / rates.memory_Bps)
-    bwd = np.maximum(a["bwd_flops"] * batch_per_gpu / flops_per_s, bwd_bytes / rates.memory_Bps)
+    vector = rates.vector_flops or rates.matmul_flops
+    fwd_compute = (a["fwd_flops"] / flops_per_s + a["fwd_vector_flops"] / vector) * batch_per_gpu
+    bwd_compute = (a["bwd_flops"] / flops_per_s + a["bwd_vector_flops"] / vector) * batch_per_gpu
+    fwd = np.maximum(fwd_compute, fwd_bytes / rates.memory_Bps)
+    bwd = np.maximum(bwd_compute, bwd_bytes / rates.memory_Bps)
     return (fwd + a["fwd_kernels"] * rates.layer_overhead_s, bwd + a["bwd_kernels"] * rates.layer_overhead_s)
 
 

@@ -62,7 +62,8 @@ def toy_profile(sample: str = "image") -> ModelProfile:
 # ------------------------------------------------------------------------------------------------ roofline
 def test_roofline_exact_per_layer_fp32():
     rates = achieved_rates(toy_cluster(), "fp32")
-    assert rates == Rates(conv_flops=5e11, matmul_flops=2.5e11, memory_Bps=5e10, layer_overhead_s=1e-5)
+    assert rates == Rates(conv_flops=5e11, matmul_flops=2.5e11, memory_Bps=5e10, layer_overhead_s=1e-5,
+                          vector_flops=1e12)
     B, ov = 4, 1e-5
     fwd, bwd = layer_seconds(toy_profile(), rates, B, precision("fp32"))
     # conv: compute bound at the conv rate; one kernel forward, two backward (input and weight gradients)

@@ -157,8 +157,8 @@ def test_gamma_and_price_overrides(tmp_path):
 def test_achieved_rates_from_the_catalog(tmp_path):
     cluster = hw.resolve_cluster("toy-cluster", hw.load_catalog(write(tmp_path, "toy.yaml", HAND)))
     assert achieved_rates(cluster, "fp32") == Rates(conv_flops=10e12 * 0.5, matmul_flops=10e12 * 0.8,
-                                                    memory_Bps=300e9 * 0.9, layer_overhead_s=4e-6)
-    assert achieved_rates(cluster, "fp16") == Rates(40e12 * 0.25, 40e12 * 0.8, 300e9 * 0.9, 4e-6)
+                                                    memory_Bps=300e9 * 0.9, layer_overhead_s=4e-6, vector_flops=10e12)
+    assert achieved_rates(cluster, "fp16") == Rates(40e12 * 0.25, 40e12 * 0.8, 300e9 * 0.9, 4e-6, 10e12)
     assert "bf16" in user_error(achieved_rates, cluster, "bf16")  # one number broadcast to fp32 and fp16 only
     assert set(cluster.gpu.matmul_efficiency) == {"fp32", "fp16"}
 
