@@ -48,6 +48,9 @@ class LayerProfile(BaseModel):
     params: int = Field(ge=0, description="parameters first used by this layer (tied weights counted once)")
     fwd_flops: int = Field(ge=0, description="per sample: forward FLOPs (FlopCounterMode + elementwise)")
     bwd_flops: int | None = Field(default=None, ge=0, description="per sample; None (version 1): 2 x fwd_flops")
+    fwd_matmul_flops: int = Field(default=0, ge=0, description="per sample: the part of fwd_flops in matmuls, "
+                                  "convolutions and attention (tensor-core work); the rest is elementwise")
+    bwd_matmul_flops: int = Field(default=0, ge=0, description="per sample: the same part of bwd_flops")
     fwd_macs: int = Field(default=0, ge=0, description="version 1 files only")
     input_elements: int = Field(default=0, ge=0, description="per sample: activation elements the forward reads")
     output_elements: int = Field(default=0, ge=0, description="per sample: activation elements the forward writes")
