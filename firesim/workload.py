@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firesim.errors import UserError, validation_line
+from firesim.io import dumps
 
 __all__ = ["WORKLOAD_FORMAT", "LayerProfile", "ModelProfile", "list_workloads", "load_workload", "profiles_dir"]
 
@@ -125,8 +126,13 @@ class ModelProfile(BaseModel):
         return self.params * bytes_per_param
 
     def to_json(self) -> str:
-        """The text a profile file holds: indented, keys in schema order, newline-ended."""
-        return json.dumps(self.model_dump(mode="json", by_alias=False), indent=2) + "\n"
+        """The text a profile file holds: strict JSON, indented, keys in schema order, newline-ended (the
+        version-1 field ``fwd_macs`` only in version-1 profiles)."""
+        data = self.model_dump(mode="json", by_alias=False)
+        if self.format != _V1:
+            for record in (data, *data["layers"]):
+                del record["fwd_macs"]
+        return dumps(data, indent=2) + "\n"
 
 
 def profiles_dir() -> Path:
