@@ -118,10 +118,10 @@ def _bert(name: str, builder: Callable[..., nn.Module], description: str) -> Mod
                      train_tokens=BERT_CORPUS_TOKENS, seq_len=128, max_seq_len=512)
 
 
-def _llama(name: str, builder: Callable[..., nn.Module], description: str, vocab: int, tokens: int,
+def _llama(name: str, builder: Callable[..., nn.Module], description: str, vocab: int, dataset: str, tokens: int,
            context: int) -> ModelSpec:
     # Rotary positions set no hard limit; `context` (the training context) is the default and the maximum.
-    return ModelSpec(name, builder, "sequence", (context,), vocab, f"{name}-pretraining", description,
+    return ModelSpec(name, builder, "sequence", (context,), vocab, dataset, description,
                      train_tokens=tokens, seq_len=context, max_seq_len=context)
 
 
@@ -140,9 +140,10 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in 
     _gpt2("gpt2_xl", transformers.gpt2_xl, "GPT-2 XL, 1.5B"),
     _bert("bert_base", transformers.bert_base, "BERT-base with pretraining heads (masked LM + next sentence)"),
     _bert("bert_large", transformers.bert_large, "BERT-large with pretraining heads (masked LM + next sentence)"),
-    _llama("llama2_7b", transformers.llama2_7b, "Llama-2-7B", 32000, LLAMA2_TOKENS, 4096),
-    _llama("llama3_8b", transformers.llama3_8b, "Llama-3-8B (grouped-query attention)", 128256, LLAMA3_TOKENS,
-           8192),
+    _llama("llama2_7b", transformers.llama2_7b, "Llama-2-7B", 32000, "llama2-pretraining (2T tokens)", LLAMA2_TOKENS,
+           4096),
+    _llama("llama3_8b", transformers.llama3_8b, "Llama-3-8B (grouped-query attention)", 128256,
+           "llama3-pretraining (15T tokens)", LLAMA3_TOKENS, 8192),
     _cifar("small_cnn", cnn.small_cnn, "Tiny CNN for fast multi-process tests"),
     _cifar("cifar_nin", cnn.cifar_nin, "Network-in-Network, CIFAR-10 version"),
     _cifar("resnet18_cifar", cnn.resnet18_cifar, "ResNet-18 for 32x32 inputs, width 64"),
