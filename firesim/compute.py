@@ -1,27 +1,29 @@
 """Compute time of one GPU's training step from a per-layer roofline, and what makes N GPUs slower than N x one.
 
-Per layer, forward and backward separately (``firesim.workload`` gives FLOPs and activation elements per sample):
+Per layer of the profile (``firesim.workload``), forward and backward separately:
 
     time = max(FLOPs x batch / achieved FLOP/s,  bytes moved / achieved memory bandwidth) + kernels x overhead
 
 * achieved FLOP/s = peak[dtype] x efficiency[dtype]: ``conv_efficiency`` for convolutions (cuDNN implicit GEMM,
-  Winograd), ``matmul_efficiency`` for every other layer with arithmetic (linear layers, attention, batched
-  matmuls). Both are catalog parameters fitted to single-GPU throughput (``firesim/data/throughput.yaml``,
-  ``fit_efficiency``); a calibrated profile measures them instead.
-* bytes: forward reads its input and writes its output activations (``input_elements``, ``output_elements``,
-  at the activation dtype) and reads its weights; backward reads the output gradient and the saved input,
-  writes the input gradient, reads the weights and writes the weight gradient:
-  forward = (in + out) x act x batch + params x weight; backward = (2 in + out) x act x batch + params x (weight + grad).
-* kernels: one per layer forward; backward two for a layer with parameters (input and weight gradients), else
-  one. ``layer_overhead_s`` is the GPU time per kernel beyond its roofline (launch, ramp-up, tail). Host-side
-  dispatch is taken as hidden behind GPU work (asynchronous launch), true at training batch sizes.
+  Winograd), ``matmul_efficiency`` for the matmul-class FLOPs of every other layer (linear layers, attention,
+  batched matmuls); elementwise FLOPs, where the profile separates them, at the CUDA-core fp32 peak. The
+  efficiencies are catalog parameters fitted to single-GPU throughput (``firesim.throughput``); a calibrated
+  profile measures the rates instead.
+* bytes: the elements the layer's kernels read and write (per sample, times the batch) at the activation
+  dtype, plus per call the weights (compute dtype) forward and the weights and weight gradients (gradient
+  dtype) backward. Profiles without these counts fall back to: forward reads its input and writes its output;
+  backward reads the output gradient and the input and writes the input gradient (2 x in + out).
+* kernels: the profile's kernel counts (else one forward; backward two for a layer with parameters, input and
+  weight gradients, else one). ``layer_overhead_s`` is the GPU time per kernel beyond its roofline (launch,
+  ramp-up, tail). Host-side dispatch is taken as hidden behind GPU work (asynchronous launch), which holds at
+  training batch sizes, not at batch 1.
 
 Precision: ``dtype`` is the compute type (fp32 and tf32 keep fp32 activations and weights; fp16, bf16 and fp8 are
 mixed precision: low-precision activations and weight copies, fp32 master weights); ``grad_dtype`` is what
 backward writes and the all-reduce moves (mixed precision keeps fp32 gradients unless told otherwise).
 
 The optimizer step is one memory-bound pass over the parameters: it reads the gradient, reads and writes the
-fp32 master weight and each state tensor, and (mixed precision) writes the low-precision weight copy.
+fp32 master weight and each fp32 state tensor, and (mixed precision) writes the low-precision weight copy.
 
 ``Overheads`` are the mechanisms beyond wire time that make N GPUs slower than N x one GPU; each is a named
 parameter with a default and its source, switched on the command line with ``--overheads``.
@@ -42,10 +44,10 @@ from firesim.hardware import Cluster
 from firesim.units import parse_options, parse_rate
 from firesim.workload import ModelProfile
 
-__all__ = ["DEFAULT_OVERHEADS", "DTYPE_NBYTES", "MIXED_PRECISION", "NO_OVERHEADS", "OPTIMIZERS", "Overheads", "Precision", "Rates", "StepTime",
-           "achieved_rates", "fit_efficiency", "gpu_spread_factor", "has_convolutions", "layer_seconds", "optimizer_seconds",
-           "overlap_schedule", "parse_overheads", "precision", "rank_spread_factors", "resolve_optimizer",
-           "step_time"]
+__all__ = ["DEFAULT_OVERHEADS", "DTYPE_NBYTES", "MIXED_PRECISION", "NO_OVERHEADS", "OPTIMIZERS", "Overheads",
+           "Precision", "Rates", "StepTime", "achieved_rates", "fit_efficiency", "gpu_spread_factor",
+           "has_convolutions", "layer_seconds", "optimizer_seconds", "overlap_schedule", "parse_overheads",
+           "precision", "rank_spread_factors", "resolve_optimizer", "step_time"]
 
 DTYPE_NBYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 MIXED_PRECISION = ("fp16", "bf16", "fp8")
