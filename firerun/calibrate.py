@@ -179,33 +179,39 @@ def _synchronize(ex: Executor) -> None:
     ex.transport.synchronize()
 
 
-def measure_memory_bandwidth(ex: Executor, nbytes: int | None = None, reps: int = 5) -> float:
-    """Bytes per second a large copy moves (read + written), the slowest rank's, every rank at once."""
+def _fastest(ex: Executor, run, rounds: int) -> float:
+    """Seconds of the least-disturbed of ``rounds`` timed calls of ``run`` (every rank at once), the slowest
+    rank's: the device's rate, not the machine's other load."""
+    best = float("inf")
+    for _ in range(rounds):
+        ex.barrier()
+        _synchronize(ex)
+        t0 = time.perf_counter()
+        run()
+        _synchronize(ex)
+        best = min(best, time.perf_counter() - t0)
+    return ex.reduce_max(best)
+
+
+def measure_memory_bandwidth(ex: Executor, nbytes: int | None = None, rounds: int = 5) -> float:
+    """Bytes per second a large copy moves (read + written)."""
     nbytes = nbytes or (1 << 30 if ex.device.type == "cuda" else 64 << 20)
     src = torch.ones(nbytes // 4, device=ex.device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    ex.barrier()
-    _synchronize(ex)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        dst.copy_(src)
-    _synchronize(ex)
-    t = ex.reduce_max((time.perf_counter() - t0) / reps)
-    return 2.0 * src.numel() * 4 / t
+    return 2.0 * src.numel() * 4 / _fastest(ex, lambda: dst.copy_(src), rounds)
 
 
-def measure_kernel_overhead(ex: Executor, launches: int = 2000) -> float:
-    """Seconds per tiny kernel launched back to back (a one-element add), the slowest rank's."""
+def measure_kernel_overhead(ex: Executor, launches: int = 200, rounds: int = 10) -> float:
+    """Seconds per tiny kernel launched back to back (a one-element add)."""
     x = torch.zeros(1, device=ex.device)
     x.add_(1.0)
-    ex.barrier()
-    _synchronize(ex)
-    t0 = time.perf_counter()
-    for _ in range(launches):
-        x.add_(1.0)
-    _synchronize(ex)
-    return ex.reduce_max((time.perf_counter() - t0) / launches)
+
+    def run() -> None:
+        for _ in range(launches):
+            x.add_(1.0)
+
+    return _fastest(ex, run, rounds) / launches
 
 
 def measure_step(ex: Executor, name: str, batch: int, dtype: torch.dtype, reps: int = 3) -> StepMeasurement:

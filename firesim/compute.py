@@ -129,11 +129,6 @@ def achieved_rates(cluster: Cluster, dtype: str) -> Rates:
 
 
 # ----------------------------------------------------------------------------------------------- roofline
-def _count(layer, field: str) -> int:
-    """A profile count that newer schema versions carry (0 where the file predates it)."""
-    return int(getattr(layer, field, 0) or 0)
-
-
 def _layer_arrays(profile: ModelProfile) -> dict[str, np.ndarray]:
     """Per-layer columns: FLOPs (matmul-class and elementwise) and activation elements per sample, weight
     elements and kernels per call.
@@ -145,20 +140,20 @@ def _layer_arrays(profile: ModelProfile) -> dict[str, np.ndarray]:
     backward; one kernel forward, two backward for a layer with parameters (input and weight gradient).
     """
     rows = []
-    split = any(_count(layer, "fwd_matmul_flops") for layer in profile.layers)  # else all FLOPs are matmul work
+    split = any(layer.fwd_matmul_flops for layer in profile.layers)  # else all FLOPs are matmul-class work
     for layer in profile.layers:
-        fwd_mm = _count(layer, "fwd_matmul_flops") if split else layer.fwd_flops
-        bwd_mm = _count(layer, "bwd_matmul_flops") if split else layer.backward_flops
+        fwd_mm = layer.fwd_matmul_flops if split else layer.fwd_flops
+        bwd_mm = layer.bwd_matmul_flops if split else layer.backward_flops
         out = layer.output_elements
         inp = layer.input_elements
         if inp == 0 and out == 0:
             out = inp = math.prod(layer.output_shape) if layer.output_shape else 0
-        bwd_act = _count(layer, "bwd_input_elements") + _count(layer, "bwd_output_elements") or 2 * inp + out
+        bwd_act = layer.bwd_input_elements + layer.bwd_output_elements or 2 * inp + out
         work = layer.fwd_flops > 0 or inp + out > 0 or layer.params > 0
         rows.append((
             layer.params, fwd_mm, bwd_mm, layer.fwd_flops - fwd_mm, layer.backward_flops - bwd_mm, inp + out, bwd_act,
-            _count(layer, "weight_elements") or layer.params, _count(layer, "bwd_weight_elements") or 2 * layer.params,
-            _count(layer, "fwd_ops") or int(work), _count(layer, "bwd_ops") or (2 if layer.params else int(work)),
+            layer.weight_elements or layer.params, layer.bwd_weight_elements or 2 * layer.params,
+            layer.fwd_ops or int(work), layer.bwd_ops or (2 if layer.params else int(work)),
             _CONV.match(layer.type) is not None,
         ))
     cols = np.array(rows, dtype=np.float64).T

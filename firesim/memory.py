@@ -54,8 +54,8 @@ class MemoryEstimate:
 
 def saved_elements(profile: ModelProfile) -> int:
     """Activation elements per sample kept for backward (version 1: every layer's output)."""
-    if any(layer.saved_elements for layer in profile.layers):
-        return sum(layer.saved_elements for layer in profile.layers)
+    if profile.saved_elements:
+        return profile.saved_elements
     return sum(math.prod(layer.output_shape) for layer in profile.layers if layer.output_shape)
 
 

@@ -43,9 +43,13 @@ def test_calibrate_compute_on_one_rank_writes_a_profile_firesim_predicts_with(tm
     assert c.matmul_flops > 1e6 and c.conv_flops > 1e6 and c.memory_Bps > 1e6 and c.layer_overhead_s > 0
     (step,) = c.step_times
     assert step.model == "small_cnn" and step.batch == 2 and step.forward_s > 0 and step.backward_s > 0
-    # the fit reproduces the one measured model's step (its total time)
-    assert step.predicted_forward_s + step.predicted_backward_s == pytest.approx(step.forward_s + step.backward_s,
-                                                                                 rel=1e-3)
+    # the fit reproduces the one measured model's step (its total time), unless even infinitely fast
+    # convolutions could not (the memory and kernel-overhead floor measured on a loaded machine binds)
+    predicted, measured = step.predicted_forward_s + step.predicted_backward_s, step.forward_s + step.backward_s
+    if c.conv_flops < 1e3 * c.matmul_flops * (1 - 1e-6):
+        assert predicted == pytest.approx(measured, rel=1e-3)
+    else:
+        assert predicted > measured
     rows = predict(load_workload("small_cnn"), str(out), 1, "ring", batch=2, overheads=NO_OVERHEADS)
     assert rows.compute_s == pytest.approx(step.predicted_forward_s + step.predicted_backward_s, rel=1e-6)
     with pytest.raises(UserError, match="no network figures"):

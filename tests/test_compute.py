@@ -248,3 +248,19 @@ def test_fit_efficiency_bisects_to_the_figure():
     assert fit_efficiency(lambda e: 1000 * e, 250.0) == pytest.approx(0.25, rel=1e-9)
     assert fit_efficiency(lambda e: min(1000 * e, 300.0), 500.0) == 1.0  # memory bound: cannot reach it
     assert math.isclose(fit_efficiency(lambda e: 10 * e**0.5, 5.0), 0.25, rel_tol=1e-9)
+
+
+def test_profile_counts_drive_the_roofline():
+    """Element counts, weight traffic, kernel counts and the matmul/elementwise split from the profiler."""
+    layer = LayerProfile(name="block", type="Block", params=10, fwd_flops=1000, bwd_flops=3000, fwd_matmul_flops=800,
+                         bwd_matmul_flops=2000, input_elements=50, output_elements=70, weight_elements=30,
+                         bwd_input_elements=90, bwd_output_elements=40, bwd_weight_elements=25, fwd_ops=3, bwd_ops=5)
+    profile = ModelProfile(name="p", input_shape=(4,), sample="sequence", train_samples=1, params=10, fwd_flops=1000,
+                           layers=(layer,))
+    rates = Rates(conv_flops=1.0, matmul_flops=100.0, memory_Bps=1e6, layer_overhead_s=0.5, vector_flops=10.0)
+    fwd, bwd = layer_seconds(profile, rates, 2, precision("bf16"))
+    assert fwd[0] == pytest.approx(max(2 * (800 / 100 + 200 / 10), (120 * 2 * 2 + 30 * 2) / 1e6) + 3 * 0.5)
+    assert bwd[0] == pytest.approx(max(2 * (2000 / 100 + 1000 / 10), (130 * 2 * 2 + 25 * 4) / 1e6) + 5 * 0.5)
+    slow = Rates(1.0, 1.0, 1.0, 0.0, 1.0)  # now the bytes bind: activations at bf16, backward weights at fp32
+    fwd, bwd = layer_seconds(profile, slow, 2, precision("bf16"))
+    assert fwd[0] == pytest.approx(max(2000, 120 * 2 * 2 + 30 * 2)) and bwd[0] == pytest.approx(max(6000, 620))
