@@ -88,9 +88,11 @@ def precision(dtype: str, grad_dtype: str | None = None) -> Precision:
 
 
 def resolve_optimizer(name: str | None, profile: ModelProfile) -> str:
-    """None or 'auto': SGD with momentum for image models (the CNN recipes), AdamW for sequence models."""
+    """None or 'auto': SGD with momentum for convolutional networks (their recipes: most forward FLOPs in
+    convolutions), AdamW for everything else (transformers, ViT included)."""
     if name in (None, "auto"):
-        return "momentum" if profile.sample == "image" else "adamw"
+        conv = sum(layer.fwd_flops for layer in profile.layers if _CONV.match(layer.type))
+        return "momentum" if 2 * conv >= profile.fwd_flops > 0 else "adamw"
     if name not in OPTIMIZERS:
         raise UserError(f"optimizer: must be auto or one of {', '.join(OPTIMIZERS)}, got {name!r}")
     return name

@@ -112,8 +112,10 @@ def test_optimizer_is_a_memory_bound_pass():
     # adamw, bf16 mixed precision: grad 4 + master 8 + two states 16 + write the bf16 copy 2
     assert optimizer_seconds(10**6, "adamw", precision("bf16"), rates) == pytest.approx(30e6 / 1e11)
     assert optimizer_seconds(10**6, "sgd", precision("fp32", "fp32"), rates) == pytest.approx(12e6 / 1e11)
-    assert resolve_optimizer("auto", toy_profile("image")) == "momentum"
-    assert resolve_optimizer(None, toy_profile("sequence")) == "adamw"
+    assert resolve_optimizer("auto", toy_profile("image")) == "momentum"  # 1e9 of 1.2e9 FLOPs in the conv
+    from firesim.workload import load_workload
+
+    assert resolve_optimizer(None, load_workload("vit_b16")) == "adamw"  # a conv patch embedding, then attention
     with pytest.raises(UserError, match="optimizer"):
         resolve_optimizer("rmsprop", toy_profile())
 
