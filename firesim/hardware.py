@@ -1,10 +1,11 @@
 """Hardware catalog: GPUs, links, cluster presets and calibrated profiles, as validated data.
 
 Every prediction starts from a few numbers: per link level the alpha-beta-gamma triple of the collective cost
-model, and per GPU and dtype the achieved rates of the per-layer roofline (``firesim.compute``): convolution and
-matmul FLOP/s, memory bandwidth and a per-layer overhead. This module turns the packaged catalog (``firesim/data/hardware.yaml``,
-every figure with its source), user overrides and measured profiles into those numbers. Bad input of any kind
-becomes one ``UserError`` line ``"<file>: <dotted.field>: <reason>"``, never a pydantic traceback.
+model, and per GPU and dtype the achieved rates of the per-layer roofline (``firesim.compute``): convolution
+and matmul FLOP/s, memory bandwidth and a per-kernel overhead. This module turns the packaged catalog
+(``firesim/data/hardware.yaml``, every figure with its source), user overrides and measured profiles into those
+numbers. Bad input of any kind becomes one ``UserError`` line ``"<file>: <dotted.field>: <reason>"``, never a
+pydantic traceback.
 
 Plain functions over frozen pydantic models; the only cache is the parsed packaged file.
 """
@@ -199,7 +200,8 @@ class HardwareProfile(_Model):
     alpha_s/beta_s_per_byte apply to both levels unless ``overrides`` gives a level its own values; they are
     absent from a profile calibrated on one rank (compute only), which then predicts one GPU only.
     ``compute`` holds the measured roofline rates (``--compute``); without it compute_flops (a matmul's
-    achieved FLOP/s) runs every layer's FLOPs and memory traffic is not modelled.
+    achieved FLOP/s) runs every layer's FLOPs, memory traffic moves at the reduce bandwidth 3 / gamma and
+    kernels cost nothing extra.
     """
 
     kind: Literal["profile"] = "profile"
