@@ -271,8 +271,8 @@ class _Session:
             todo.extend(next_node for next_node, _ in node.next_functions)
             if type(node).__name__ != "AccumulateGrad":
                 nodes.append(node)
-        known = sorted((node._sequence_nr(), self.layer_of(frame)) for node, frame in self.node_frames.items()
-                       if node in seen)
+        known = sorted(((node._sequence_nr(), self.layer_of(frame)) for node, frame in self.node_frames.items()
+                        if node in seen), key=lambda pair: pair[0])
         known_seq = [seq for seq, _ in known]
         handles = []
         for node in nodes:
@@ -287,7 +287,8 @@ class _Session:
 
 
 class _DispatchTap(TorchDispatchMode):
-    """Below FlopCounterMode: sees each aten op that actually runs (after its decompositions)."""
+    """Entered inside FlopCounterMode, so it sees each aten op as dispatched (one kernel), before any
+    decomposition FlopCounterMode makes of its own; the FLOPs it charges are checked against FlopCounterMode's."""
 
     def __init__(self, session: _Session) -> None:
         super().__init__()
