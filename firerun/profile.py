@@ -99,7 +99,7 @@ def load_factory(spec: str) -> tuple[str, Callable[..., Any]]:
 
 
 def profile_user_model(spec: str, *, input_shape: tuple[int, ...] | None = None, seq_len: int | None = None,
-                       kwargs: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
+                       kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Profile `package.module:factory(**kwargs)` on one sample of `input_shape` (float), or of `seq_len`
     token ids when no shape is given. Returns the profile without its dataset fields."""
     import torch
@@ -121,7 +121,7 @@ def profile_user_model(spec: str, *, input_shape: tuple[int, ...] | None = None,
     shape = (seq_len,) if tokens else input_shape
     label = "x".join(map(str, shape)) + (" token ids" if tokens else "")
     try:
-        return profiling.profile(model, shape, name=name or spec.partition(":")[2], tokens=tokens, seq_len=seq_len)
+        return profiling.profile(model, shape, name=spec.partition(":")[2], tokens=tokens, seq_len=seq_len)
     except Exception as err:
         raise UserError(f"model: {spec} failed on input {label}{_where(err, module_name)}: {_cause(err)}") from None
 
@@ -139,32 +139,30 @@ def profile_command(model: str, output: Path, *, input_text: str | None = None, 
         if value is not None and value < 1:
             raise UserError(f"{flag}: must be >= 1, got {value}")
     if ":" not in model:
+        spec = zoo.get_spec(model)
         if input_text is not None or kwargs:
             raise UserError(f"model: {model!r} is a zoo model; --input and --kwargs are for your own "
                             "'package.module:factory'")
-        result = profiling.profile_model(zoo.get_spec(model).name, seq_len)
-        if name:
-            result["name"] = name
+        if train_tokens is not None and spec.sample != "sequence":
+            raise UserError(f"train-tokens: {model} takes images; give --train-samples")
+        result = profiling.profile_model(spec.name, seq_len)
     else:
+        if train_tokens is not None and seq_len is None:
+            raise UserError("train-tokens: needs --seq-len (tokens per sample)")
         shape = parse_shape(input_text) if input_text is not None else None
-        result = profile_user_model(model, input_shape=shape, seq_len=seq_len, kwargs=parse_kwargs(kwargs),
-                                    name=name)
+        result = profile_user_model(model, input_shape=shape, seq_len=seq_len, kwargs=parse_kwargs(kwargs))
         outputs = [layer for layer in result["layers"] if layer["name"] != "loss"]
-        classes = outputs[-1]["output_shape"][-1:] if outputs and outputs[-1]["output_shape"] else []
-        result.update(num_classes=classes[0] if classes else None, dataset=dataset, train_tokens=train_tokens)
-        if train_samples is None and train_tokens is not None:
-            if result["seq_len"] is None:
-                raise UserError("train-tokens: needs --seq-len (tokens per sample)")
-            train_samples = train_tokens // result["seq_len"]
-        if train_samples is None:
+        classes = outputs[-1]["output_shape"][-1:] if outputs else []
+        result.update(num_classes=classes[0] if classes else None, train_tokens=None, dataset="")
+        if train_samples is None and train_tokens is None:
             if result["sample"] == "sequence":
                 raise UserError("train-samples: give --train-samples or --train-tokens for a sequence model")
-            train_samples, result["dataset"] = IMAGENET_TRAIN_IMAGES, dataset or "imagenet-1k size (default)"
-        result["train_samples"] = train_samples
-    if train_samples is not None:
-        result["train_samples"] = train_samples
-    if dataset:
-        result["dataset"] = dataset
+            train_samples, dataset = IMAGENET_TRAIN_IMAGES, dataset or "imagenet-1k size (default)"
+    if train_tokens is not None:
+        result["train_tokens"] = train_tokens
+        train_samples = train_samples or train_tokens // result["seq_len"]
+    result.update({key: value for key, value in (("name", name), ("train_samples", train_samples),
+                                                 ("dataset", dataset)) if value})
     try:
         profile = ModelProfile.model_validate(result)
     except ValidationError as err:

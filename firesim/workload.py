@@ -159,8 +159,25 @@ def _parse(data, label: str) -> ModelProfile:
         raise UserError(f"{label}: {validation_line(err)}") from None
 
 
-def load_workload(spec: str | os.PathLike) -> ModelProfile:
-    """A packaged profile by name (``googlenet``), or a profile JSON file by path (``my.json``)."""
+def load_workload(spec: str | os.PathLike, seq_len: int | None = None) -> ModelProfile:
+    """A packaged profile by name (``googlenet``), or a profile JSON file by path (``my.json``).
+
+    ``seq_len`` (a front end's ``--seq-len``) must be the profile's own: per-layer costs are measured at one
+    sequence length (attention is quadratic in it), and re-measuring needs torch, so another length is a
+    one-line error that says which ``firerun profile`` command writes that profile.
+    """
+    profile = _load(spec)
+    if seq_len is not None and seq_len != profile.seq_len:
+        if profile.sample != "sequence":
+            raise UserError(f"seq-len: {profile.name} takes images ({'x'.join(map(str, profile.input_shape))}); "
+                            "its sequence length is set by the image size")
+        raise UserError(f"seq-len: the {profile.name} profile is for {profile.seq_len} tokens; for {seq_len}, run "
+                        f"`firerun profile --model {profile.name} --seq-len {seq_len} -o {profile.name}-{seq_len}.json` "
+                        f"and pass --model {profile.name}-{seq_len}.json")
+    return profile
+
+
+def _load(spec: str | os.PathLike) -> ModelProfile:
     text = os.fspath(spec)
     path = Path(text)
     if not text.endswith(".json") and os.sep not in text:

@@ -271,8 +271,8 @@ class _Session:
             todo.extend(next_node for next_node, _ in node.next_functions)
             if type(node).__name__ != "AccumulateGrad":
                 nodes.append(node)
-        known = sorted((node._sequence_nr(), self.layer_of(frame)) for node, frame in self.node_frames.items()
-                       if node in seen)
+        known = sorted(((node._sequence_nr(), self.layer_of(frame)) for node, frame in self.node_frames.items()
+                        if node in seen), key=lambda pair: pair[0])
         known_seq = [seq for seq, _ in known]
         handles = []
         for node in nodes:
@@ -287,7 +287,8 @@ class _Session:
 
 
 class _DispatchTap(TorchDispatchMode):
-    """Below FlopCounterMode: sees each aten op that actually runs (after its decompositions)."""
+    """Entered inside FlopCounterMode, so it sees each aten op as dispatched (one kernel), before any
+    decomposition FlopCounterMode makes of its own; the FLOPs it charges are checked against FlopCounterMode's."""
 
     def __init__(self, session: _Session) -> None:
         super().__init__()
@@ -389,7 +390,7 @@ def _per_sample(one: int, two: int, what: str) -> tuple[int, int]:
 
 
 def _combine(one: _Layer, two: _Layer) -> dict[str, Any]:
-    """A schema layer from the same layer measured at batch 1 and batch 2."""
+    """A schema layer from the same layer measured at the two batch sizes."""
     if (one.name, one.type) != (two.name, two.type) or one.fwd.ops != two.fwd.ops or one.bwd.ops != two.bwd.ops:
         raise ValueError(f"layer {one.name}: runs different code at batch {_BATCHES[0]} and {_BATCHES[1]}")
     where = f"layer {one.name}"
@@ -428,8 +429,9 @@ def profile(model: nn.Module, input_shape: Sequence[int], name: str = "model", *
     """The per-layer costs of one training sample of `model` (a `firesim.workload` profile, as a dict).
 
     `input_shape` is one sample's shape: (3, 224, 224) for an image, (seq_len,) for token ids (`tokens=True`,
-    int64; otherwise float32). `seq_len` marks the profile as a sequence model's (default: `input_shape[0]`
-    when `tokens`). The model may hold real or meta weights: it runs on meta copies, in training mode (layers
+    int64; otherwise float32). `seq_len` records the tokens per sample (default: `input_shape[0]` when
+    `tokens`); with a float input of fewer than 3 dimensions (say 512x768 embeddings) it also marks the profile
+    a sequence model's. The model may hold real or meta weights: it runs on meta copies, in training mode (layers
     that only run in training, like GoogLeNet's auxiliary heads, are included); its own mode and weights are
     left unchanged. The caller adds the dataset fields (`train_samples`, ...).
     """

@@ -183,6 +183,8 @@ def test_input_and_option_errors(tmp_path: Path) -> None:
         ({"model": "pkg:f"}, "give --input"),
         ({"model": "pkg:f", "input_text": "3x0"}, "3x224x224"),
         ({"model": "resnet50", "train_samples": 0}, "train-samples"),
+        ({"model": "resnet50", "train_tokens": 10}, "takes images"),
+        ({"model": "pkg:f", "input_text": "3x8", "train_tokens": 10}, "needs --seq-len"),
     ]:
         with pytest.raises(UserError, match=expected):
             profile_command(output=out, **kwargs)
@@ -194,6 +196,7 @@ def test_input_and_option_errors(tmp_path: Path) -> None:
 def test_a_zoo_model_at_another_sequence_length(tmp_path: Path) -> None:
     profile = profile_command("bert_base", tmp_path / "bert512.json", seq_len=512)
     assert (profile.seq_len, profile.train_samples, profile.max_seq_len) == (512, 3_300_000_000 // 512, 512)
+    assert profile_command("bert_base", tmp_path / "b.json", train_tokens=1280, dataset="mine").train_samples == 10
     assert load_workload(str(tmp_path / "bert512.json")).name == "bert_base"
 
 

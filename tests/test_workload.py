@@ -73,3 +73,12 @@ def test_firesim_reads_profiles_without_torch() -> None:
             "assert p.params > 6e9 and 'gpt2' in w.list_workloads(); "
             "assert 'torch' not in sys.modules, 'firesim.workload imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_another_sequence_length_says_how_to_profile_it() -> None:
+    assert load_workload("gpt2", seq_len=1024).seq_len == 1024
+    with pytest.raises(UserError, match=r"for 1024 tokens; for 512, run `firerun profile --model gpt2 --seq-len 512 "
+                                        r"-o gpt2-512\.json`"):
+        load_workload("gpt2", seq_len=512)
+    with pytest.raises(UserError, match="takes images"):
+        load_workload("resnet50", seq_len=512)
