@@ -87,6 +87,8 @@ def _memory(cell: tuple[float, bool | None, float | None]) -> str:
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile .json.")] = "googlenet",
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence; must be the profile's own "
+                                                     "(`firerun profile --seq-len` writes others).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
@@ -110,7 +112,7 @@ def predict(
 
     if batch is None and batch_per_gpu is None:
         batch = 1024
-    profile = load_workload(model)
+    profile = load_workload(model, seq_len)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
     algos = split_specs(algo)

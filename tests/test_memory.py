@@ -74,7 +74,8 @@ def test_cli_marks_configurations_that_do_not_fit(tmp_path):
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--dtype", "fp12", "dtype"), ("--grad-dtype", "fp8", "grad-dtype"), ("--optimizer", "rmsprop", "optimizer"),
-    ("--overheads", "colour=red", "overheads"), ("--accumulation", "0", "accumulation")])
+    ("--overheads", "colour=red", "overheads"), ("--accumulation", "0", "accumulation"),
+    ("--seq-len", "2048", "seq-len")])
 def test_cli_bad_precision_options_are_one_line(option, value, message):
     import subprocess
     import sys
