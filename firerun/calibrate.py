@@ -175,20 +175,16 @@ def measure_compute(ex: Executor, dtype: torch.dtype, n: int | None = None, reps
     return 2.0 * n**3 / t
 
 
-def _synchronize(ex: Executor) -> None:
-    ex.transport.synchronize()
-
-
 def _fastest(ex: Executor, run, rounds: int) -> float:
     """Seconds of the least-disturbed of ``rounds`` timed calls of ``run`` (every rank at once), the slowest
     rank's: the device's rate, not the machine's other load."""
     best = float("inf")
     for _ in range(rounds):
         ex.barrier()
-        _synchronize(ex)
+        ex.transport.synchronize()
         t0 = time.perf_counter()
         run()
-        _synchronize(ex)
+        ex.transport.synchronize()
         best = min(best, time.perf_counter() - t0)
     return ex.reduce_max(best)
 
@@ -233,7 +229,7 @@ def measure_step(ex: Executor, name: str, batch: int, dtype: torch.dtype, reps: 
         x = x if profile.sample == "sequence" else x.to(dtype)
 
     def step() -> tuple[float, float]:
-        _synchronize(ex)
+        ex.transport.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(ex.device.type, dtype=dtype, enabled=mixed):
             out = model(x)
@@ -241,10 +237,10 @@ def measure_step(ex: Executor, name: str, batch: int, dtype: torch.dtype, reps: 
             logits = out.reshape(-1, out.shape[-1]).float()
             loss = torch.nn.functional.cross_entropy(
                 logits, torch.zeros(logits.shape[0], dtype=torch.long, device=ex.device))
-        _synchronize(ex)
+        ex.transport.synchronize()
         t1 = time.perf_counter()
         loss.backward()
-        _synchronize(ex)
+        ex.transport.synchronize()
         model.zero_grad(set_to_none=True)
         return t1 - t0, time.perf_counter() - t1
 
