@@ -19,7 +19,7 @@ from firerun.calibrate import fit_alpha_beta, fit_slope, pingpong_plan
 from firerun.check import standard_algos
 from firerun.cli import main
 from firerun.env import dist_env
-from firerun.execute import Fault, _compile
+from firerun.executor import Fault, _compile
 from firerun.launch import sbatch_script, supervise
 from firesim.errors import UserError
 from firesim.plans import build, match_messages, split_specs
