@@ -133,7 +133,9 @@ def ranks_phrase(ranks) -> str:
     return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
 
 
-Silence = tuple[Literal["exited", "stopped", "silent"], str]  # what is known of a rank that did not answer
+# What is known of a rank that did not answer: its process state when it runs on this host ("running": alive
+# but its watcher cannot answer, e.g. a C call holding the GIL), else "silent" and a phrase.
+Silence = tuple[Literal["exited", "stopped", "running", "silent"], str]
 
 
 def judge(rank: int, size: int, timeout_s: float, answers: dict[int, Wait], silent: dict[int, Silence],
@@ -141,8 +143,8 @@ def judge(rank: int, size: int, timeout_s: float, answers: dict[int, Wait], sile
     """The root cause from a snapshot of the board (pure: unit-tested on made-up snapshots).
 
     ``answers``: the ranks that answered the alarm and what each waits for. ``silent``: the ranks that did not
-    answer (and have not left the job): ("exited" | "stopped", "") from their process state on this host, or
-    ("silent", "no answer from node7 in 1.0 s"). ``start``: the peers the reporting ``rank`` waits for.
+    answer (and have not left the job), with what is known of each (``Silence``). ``start``: the peers the
+    reporting ``rank`` waits for.
     """
     if silent:  # a live rank always answers (its watcher does not need its main thread)
         closed = {q for w in answers.values() if w.error == "closed" for q in w.peers}
@@ -153,6 +155,8 @@ def judge(rank: int, size: int, timeout_s: float, answers: dict[int, Wait], sile
                 lost.append(f"lost rank {q} (its process exited)")
             elif state == "stopped":
                 hung.append(f"rank {q} hung (its process is stopped)")
+            elif state == "running":
+                hung.append(f"rank {q} hung (its process runs but {why})")
             elif q in closed:
                 lost.append(f"lost rank {q} (connection closed; {why})")
             else:
@@ -303,6 +307,11 @@ class FaultBoard:
         self._settling = threading.Lock()
 
     # ---- bounded store calls ----------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        """For handling one failure: the answers (up to 2 windows for a live rank on this host), the verdict,
+        and the store host's wait for everyone to have it (2 windows)."""
+        return time.perf_counter() + 5 * self.answer_s + 1.0
+
     def _call(self, deadline: float, fn: Callable, *args):
         """``fn(*args)`` in the helper thread, given up at ``deadline`` (perf_counter seconds)."""
         if self._dead:
@@ -358,7 +367,7 @@ class FaultBoard:
         if reason == "bye" or self._closing:
             return
         self._alarmed = True
-        deadline = time.perf_counter() + 3 * self.answer_s + 1.0
+        deadline = self._deadline()
         try:
             self._call(deadline, self.rv.board.compare_set, f"state/{self.rank}", "", self._state().to_json())
             verdict = self._await_verdict(deadline)
@@ -385,7 +394,7 @@ class FaultBoard:
     def blame(self, mine: Wait) -> Verdict:
         """Publish what this rank was waiting for, raise the alarm, and return the job's verdict."""
         board, me = self.rv.board, self.rank
-        deadline = time.perf_counter() + 3 * self.answer_s + 1.0
+        deadline = self._deadline()
         try:
             self._call(deadline, board.compare_set, f"state/{me}", "", mine.to_json())
             first = self._call(deadline, board.compare_set, "alarm", "", str(me)).decode() == str(me)
@@ -394,9 +403,7 @@ class FaultBoard:
                 for q in range(self.size):
                     if q != me:
                         self._call(deadline, board.set, f"wake/{q}", "alarm")
-                verdict = self._resolve(mine, deadline)
-                if verdict.cause == "unknown":
-                    return verdict
+                verdict = self._resolve(mine, deadline)  # "unknown" too: nobody waits for a verdict in vain
                 verdict = Verdict.from_json(self._call(deadline, board.compare_set, "verdict", "", verdict.to_json()))
             else:
                 verdict = self._await_verdict(deadline)
@@ -435,13 +442,15 @@ class FaultBoard:
     def _why_silent(self, q: int, deadline: float, waited_s: float) -> Silence | None:
         """What is known of a rank that has not answered: None while it may still answer."""
         proc = self._proc(q, deadline)
-        if proc is not None and proc["host"] == host_key():
-            state = process_state(proc["pid"])
-            if state in ("exited", "stopped"):
-                return state, ""
+        local = proc is not None and proc["host"] == host_key()
+        state = process_state(proc["pid"]) if local else "unknown"
+        if state in ("exited", "stopped"):
+            return state, ""
+        if state == "running":  # alive: give a starved watcher longer before calling it hung
+            return ("running", f"does not answer in {waited_s:.1f} s") if waited_s >= 2 * self.answer_s else None
         if waited_s < self.answer_s:
             return None
-        where = f" from {proc['name']}" if proc is not None and proc["host"] != host_key() else ""
+        where = f" from {proc['name']}" if proc is not None else ""
         return "silent", f"no answer{where} in {waited_s:.1f} s"
 
     def _resolve(self, mine: Wait, deadline: float) -> Verdict:

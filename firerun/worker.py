@@ -58,7 +58,8 @@ def session(backend: Literal["torch", "mpi"] = "torch", *, device: str = "cpu", 
         if env.launched and comm.Get_size() != env.world_size:
             raise UserError(f"backend mpi: MPI sees {comm.Get_size()} rank(s) but the launcher ({env.source}) "
                             f"started {env.world_size}; launch with mpiexec (firerun run --launcher mpiexec)")
-        board = _board(env, timeout_s, environ) if env.master_addr and env.master_port is not None else None
+        joinable = env.world_size > 1 and env.master_addr and env.master_port is not None
+        board = _board(env, timeout_s, environ) if joinable else None
         ex = Executor("mpi", comm=comm, timeout_s=timeout_s, fault=fault, board=board)
         with _running(ex, board, lambda: None):
             yield ex

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from test_firerun_multiproc import firerun, live_with_marker
@@ -61,6 +62,11 @@ def test_silent_ranks_elsewhere_are_told_apart_by_what_their_peers_saw():
     assert (v.cause, v.phrase) == ("hung", "rank 3 hung or lost (no answer from node7 in 1.2 s)")
     v = judge(1, 4, 5.0, answers, {3: ("stopped", "")}, (0,))
     assert (v.cause, v.phrase) == ("hung", "rank 3 hung (its process is stopped)")
+    v = judge(1, 4, 5.0, answers, {3: ("running", "does not answer in 2.5 s")}, (0,))
+    assert (v.cause, v.phrase) == ("hung", "rank 3 hung (its process runs but does not answer in 2.5 s)")
+    v = judge(1, 4, 5.0, answers, {2: ("exited", ""), 3: ("stopped", "")}, (0,))
+    assert (v.culprits, v.cause) == ((2, 3), "lost")
+    assert v.phrase == "lost rank 2 (its process exited); rank 3 hung (its process is stopped)"
 
 
 def test_everyone_answers_follow_the_waits_to_the_stuck_rank():
@@ -305,3 +311,18 @@ def test_two_jobs_on_one_port_never_meet_and_a_local_job_stays_on_loopback():
     assert "firerun: rank" not in a_err, a_err  # no rank of A ever failed
     time.sleep(0.2)
     assert live_with_marker(f"FIRERUN_TEST_MARK={marker}") == []
+
+
+def test_the_readme_python_example_runs_under_torchrun(tmp_path):
+    """The README's `firerun.session` example, as printed, on 2 ranks under torchrun (whose agent hosts the
+    store: every rank joins it as a client)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    script = next(b for b in blocks if "from firerun import session" in b)
+    (tmp_path / "example.py").write_text(script)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "example.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=150,
+                          env={**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^[\d.]+ ms, every element 1$", proc.stdout, re.M), proc.stdout  # 0 + 1
