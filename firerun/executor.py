@@ -351,7 +351,7 @@ class Executor:
         verdict = self._verdict
         if verdict is not None and self._broken is None:
             self._reporting = True
-            raise self._fail(f"{verdict.phrase} (seen between collectives)", culprits=verdict.culprits,
+            raise self._fail(f"{verdict.phrase}, noticed between collectives", culprits=verdict.culprits,
                              cause=verdict.cause)
         if self._broken is not None:
             raise ExecError(f"rank {self.rank}: executor unusable after an earlier failure ({self._broken})",
