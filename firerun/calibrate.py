@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from firerun.execute import Executor, dtype_name
+from firerun.executor import Executor, dtype_name
 from firesim.errors import UserError
 from firesim.plans import Plan
 

@@ -54,7 +54,7 @@ def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> 
 
 
 def parse_dtype(name: str):
-    from firerun.execute import parse_dtype as parse
+    from firerun.executor import parse_dtype as parse
 
     return parse(name)
 
@@ -389,6 +389,8 @@ def run(
     grace_s: Annotated[float, typer.Option(help="After the first failure, time the other ranks get to "
                                                 "report before they are killed.")] = 3.0,
     job_timeout_s: Annotated[float | None, typer.Option(help="Kill the whole job after this long.")] = None,
+    master_port: Annotated[int | None, typer.Option(help="Rendezvous port on 127.0.0.1 (default: a free one). "
+                                                         "A port another job holds is refused.")] = None,
 ) -> None:
     """Start NPROC ranks of a firerun command here: `firerun run --nproc 4 bench --sizes 16MiB`."""
     from firerun.launch import launch
@@ -396,7 +398,7 @@ def run(
     if not ctx.args:
         raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
     code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s,  # type: ignore[arg-type]
-                  timeout_s=job_timeout_s)
+                  timeout_s=job_timeout_s, master_port=master_port)
     raise typer.Exit(code)
 
 
