@@ -5,7 +5,7 @@ order backward produces them after the first step), the hook called as soon as b
 bucket, the optimizer step after every bucket's future has completed. The hook only decides *how* a bucket
 is exchanged: it divides the bucket by the number of workers (as DDP's ``allreduce_hook`` does, before the
 sum so nothing overflows) and hands it to one communication thread, which runs the registry plan with
-``firerun.execute.Executor`` (or the backend's own all-reduce for ``builtin``) and completes the
+``firerun.executor.Executor`` (or the backend's own all-reduce for ``builtin``) and completes the
 ``torch.futures.Future`` it returned. Buckets go through the thread one after another, as on one NCCL
 stream, while autograd goes on computing the next ones: the overlap with backward is DDP's own.
 
@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from firerun.bench import BUILTIN
-from firerun.execute import Executor
+from firerun.executor import Executor
 from firerun.transport import PeerFailure
 from firesim.plans import Op, Plan, resolve
 

@@ -257,6 +257,7 @@ def predict_iteration(cfg, workers: int, calibration: Breakdown, buckets, ready_
                       cpu_share: float, name: str):
     """firesim's iteration for this config: one-rank compute scaled by ``cpu_share``, network from ``net``."""
     from firesim.cluster import cluster_topology
+    from firesim.compute import NO_OVERHEADS
     from firesim.hardware import HardwareProfile, profile_to_cluster
     from firesim.plans import resolve
     from firesim.training import MeasuredCompute, simulate_iteration
@@ -272,13 +273,16 @@ def predict_iteration(cfg, workers: int, calibration: Breakdown, buckets, ready_
     else:  # the emulated links have no latency of their own: alpha is all software (as firerun validate)
         graph, cluster = topology, cluster.model_copy(update={"software_latency_s": net["alpha_s"]})
     algo = "ring" if cfg.algo == "builtin" else cfg.algo  # gloo's all_reduce is a ring (REFERENCE.md)
-    measured = MeasuredCompute(forward_s=calibration.forward_s, backward_s=calibration.backward_s,
-                               bucket_nbytes=buckets, bucket_ready_s=ready_s)
     # after the last exchange: DDP's end of backward (the hook's hand-off back, the future) and the optimizer
     # step, both as measured on one rank
+    measured = MeasuredCompute(forward_s=calibration.forward_s, backward_s=calibration.backward_s,
+                               bucket_nbytes=buckets, bucket_ready_s=ready_s,
+                               optimizer_s=calibration.exposed_s + calibration.optimizer_s)
+    # NO_OVERHEADS: firesim's default overheads are GPU figures (NCCL kernels slowing compute, spread between
+    # GPUs, a node's input pipeline); here the ranks' sharing of the cores is cpu_share
     return simulate_iteration(load_workload(cfg.model), cluster, workers, algo, batch_per_gpu=cfg.batch,
-                              topology=graph, optimizer_s=calibration.exposed_s + calibration.optimizer_s,
-                              measured=measured, rank_speed=np.full(workers, cpu_share))
+                              topology=graph, overheads=NO_OVERHEADS, measured=measured,
+                              rank_speed=np.full(workers, cpu_share))
 
 
 def predicted_breakdown(sim, calibration: Breakdown, cpu_share: float) -> Breakdown:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from firerun.execute import Executor
+from firerun.executor import Executor
 from firerun.train import TrainConfig, train
 
 SMALL_BATCH = 32

@@ -38,7 +38,7 @@ from torch import nn
 from firerun import checkpoint
 from firerun.data import Dataset, Sampler, load_dataset
 from firerun.ddp import PlanHook, plan_hook
-from firerun.execute import Executor
+from firerun.executor import Executor
 from firerun.recipe import Decay, Recipe, Scaling, set_lr
 from firesim.errors import UserError, validation_line
 from firesim.trace import Phase, Trace, TraceHeader, software_versions

@@ -181,6 +181,7 @@ def test_iteration_trace_round_trips_and_exports(tmp_path):
 def test_measured_compute_replaces_the_flop_estimate():
     """One 1 MB bucket ready when backward ends, on a star: the iteration is forward + backward + one ring
     all-reduce + optimizer, computed by hand; a bucket ready earlier hides behind backward."""
+    from firesim.compute import NO_OVERHEADS
     from firesim.hardware import HardwareProfile, profile_to_cluster
     from firesim.topology import star
     from firesim.training import MeasuredCompute, simulate_iteration
@@ -191,14 +192,15 @@ def test_measured_compute_replaces_the_flop_estimate():
                                                  gamma_s_per_byte=1e-10, compute_flops=1e9))
     cluster = cluster.model_copy(update={"software_latency_s": 1e-4})
     profile = load_workload("small_cnn")
-    late = MeasuredCompute(forward_s=0.01, backward_s=0.02, bucket_nbytes=(n,), bucket_ready_s=(0.02,))
+    late = MeasuredCompute(forward_s=0.01, backward_s=0.02, bucket_nbytes=(n,), bucket_ready_s=(0.02,),
+                           optimizer_s=0.001)
     sim = simulate_iteration(profile, cluster, p, "ring", batch_per_gpu=8, topology=star(p, bw, 0.0),
-                             optimizer_s=0.001, measured=late)
+                             overheads=NO_OVERHEADS, measured=late)
     ring = 2 * (p - 1) * (1e-4 + n / p / bw) + (p - 1) * n / p * 1e-10
     assert sim.iteration_s == pytest.approx(0.01 + 0.02 + ring + 0.001, rel=1e-3)
     early = MeasuredCompute(forward_s=0.01, backward_s=0.2, bucket_nbytes=(n,), bucket_ready_s=(0.0,))
     hidden = simulate_iteration(profile, cluster, p, "ring", batch_per_gpu=8, topology=star(p, bw, 0.0),
-                                measured=early, rank_speed=np.full(p, 0.5))
+                                overheads=NO_OVERHEADS, measured=early, rank_speed=np.full(p, 0.5))
     assert hidden.iteration_s == pytest.approx((0.01 + 0.2) / 0.5, rel=1e-6) and hidden.exposed_comm_s < 1e-9
 
 
