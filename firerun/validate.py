@@ -68,7 +68,7 @@ from firesim.errors import UserError
 from firesim.plans import Plan, algorithms, resolve, split_specs
 from firesim.trace import Trace, compare
 
-__all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "model_topology",
+__all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "engine_topology",
            "predict_case", "validate", "validate_cmd", "validate_suite"]
 
 MASTER_PORT = 29500  # inside the cluster's own namespaces: nothing else listens there
@@ -117,7 +117,7 @@ def default_specs(hosts: int) -> list[str]:
     return specs
 
 
-def model_topology(G: nx.Graph) -> nx.Graph:
+def engine_topology(G: nx.Graph) -> nx.Graph:
     """The emulated links as the engine sees them: TCP payload per shaped byte (``efficiency``) and the
     shaper's token bucket (``burst_nbytes``)."""
     H = G.copy()
@@ -156,7 +156,7 @@ def _nominal_s(plan: Plan, H: nx.Graph) -> float:
 def estimate_seconds(G: nx.Graph, specs: Sequence[str], sizes: Sequence[int], *, repeat: int, warmup: int,
                      backend: str = "torch") -> tuple[float, dict[tuple[str, int], float]]:
     """Expected wall time of one configuration and the expected seconds of each (spec, size) run."""
-    H = model_topology(G)
+    H = engine_topology(G)
     hosts = len(G.graph["endpoints"])
     per_run = {(spec, int(n)): _nominal_s(case_plan(spec, hosts, int(n)), H) + RUN_OVERHEAD_s
                for spec in specs for n in sizes}
@@ -341,7 +341,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
         warnings.append(f"the machine was {background:.0%} busy before the run (other processes): "
                         "measured times include their CPU contention")
         say(f"warning: {warnings[-1]}")
-    H = model_topology(G)
+    H = engine_topology(G)
     kwargs = {} if state_dir is None else {"state_dir": state_dir}
     with EmulatedCluster(topology, shaper=shaper, queue_limit_bytes=queue_limit_bytes, **kwargs) as cluster:
         spec = {"cases": [{"algo": a, "nbytes": n} for n in sizes for a in specs], "repeat": repeat,

@@ -18,8 +18,8 @@ from firerun.validate import (
     _rankings,
     case_plan,
     default_specs,
+    engine_topology,
     estimate_seconds,
-    model_topology,
     predict_case,
 )
 from firesim.errors import UserError
@@ -53,9 +53,9 @@ def test_default_specs_name_every_registered_algorithm_once():
     assert len(specs) == len({s.partition(":")[0] for s in specs})
 
 
-def test_model_topology_and_prediction():
+def test_engine_topology_and_prediction():
     G = load_topology(TOPOLOGIES / "star4-1g.yaml")
-    H = model_topology(G)
+    H = engine_topology(G)
     assert all(d["efficiency"] == pytest.approx(1448 / 1514) and d["burst_nbytes"] == 128 << 10
                for *_, d in H.edges(data=True))
     assert all(d["efficiency"] == 1.0 and "burst_nbytes" not in d for *_, d in G.edges(data=True))  # left alone
