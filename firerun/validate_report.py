@@ -169,10 +169,13 @@ def _blocks(reports: Sequence[ValidationReport], failures: Sequence[str], figure
                                  f"{r.calibration.gamma_s_per_byte * 1e9:.3f} ns/B",
                                  f"{r.calibration.buffered_bytes / 2**20:.2f} MiB",
                                  f"{r.calibration.swap_serialized:.0%}"] for r in reports]))
-    warnings = [f"- {r.topology} {r.shaper} {r.backend}: {w}" for r in reports for w in r.warnings]
-    warnings += [f"- FAILED {f}" for f in failures]
-    if warnings:
-        run += ["", "Warnings:", *warnings]
+    busy_runs = [r for r in reports if r.warnings]
+    if busy_runs:
+        run += ["", f"**Warning**: {len(busy_runs)} of {len(reports)} configurations ran on a busy machine (other "
+                f"processes used {min(r.background_cpu for r in busy_runs):.0%}-"
+                f"{max(r.background_cpu for r in busy_runs):.0%} of the CPUs around the run): their times include "
+                "CPU contention, which no network model should absorb."]
+    run += [f"- FAILED {f}" for f in failures]
     summary = [f"- {line}" for line in _targets(cases, reports)] + ["", _markdown(_SUMMARY_HEAD, _summary_rows(reports))]
     misses = [c for c in cases if not c.ok or not c.ranking_right]
     owner = {id(c): r for r in reports for c in r.cases}
