@@ -246,7 +246,8 @@ class _Proof:
             red = reduce[g]
             rounds.append((g, bool(stale[g].any() or save[g].any()), bool(red.all()), not red.any()))
         return {"units": recv_units, "ops": ops, "src": self.cell[send_units], "own": self.cell[recv_units],
-                "stale": stale, "stale_row": stale_row, "save": save, "save_row": save_row, "kept": kept.size, "reduce": reduce, "rounds": rounds}
+                "stale": stale, "stale_row": stale_row, "save": save, "save_row": save_row, "kept": kept.size,
+                "reduce": reduce, "rounds": rounds}
 
     def _intervals(self, reads: dict):
         """The values pass on sets {lo, lo+1, ..., lo+size-1} (mod workers); "not an interval" if one is not."""
