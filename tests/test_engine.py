@@ -63,7 +63,7 @@ def test_max_min_rates_textbook():
     st.lists(st.sets(st.integers(0, n_links - 1), min_size=1, max_size=n_links), min_size=1, max_size=15))))
 def test_max_min_rates_is_max_min_fair(case):
     """Feasible, every flow has a saturated link on which it gets the most, and equal to plain filling."""
-    from firesim.engine import _reference_max_min
+    from firesim.engine.maxmin import reference_max_min as _reference_max_min
 
     capacity, routes = np.asarray(case[0]), [sorted(r) for r in case[1]]
     flow = np.repeat(np.arange(len(routes)), [len(r) for r in routes])

@@ -1,0 +1,631 @@
+"""The fast interpreter: the plan as vectorised dataflow, the network as vectorised fluid flows.
+
+Dataflow. Every op, every message's hand-over, first byte and local completion counts down its inputs and
+takes the latest input's time (chunk predecessors, the program counter, posting, arrival, release gates,
+the connection's previous message), so whole waves of ops at all ranks advance in a few numpy passes, in
+dependency order rather than time order: an op's time depends on its inputs' times only.
+
+What needs time order is the network, where flows that meet on a link share it. Most never do: with FIFO
+connections, a pair whose links no other pair ever crosses (and hold no token bucket) always has its
+route to itself, so its messages take ``bytes / bottleneck`` one after another and are pure dataflow
+("private"; a ring on a fat tree is all private). The rest ("shared") go to ``_Network``, which advances in
+windows as wide as the lookahead L (alpha + overhead + the smallest route latency of a shared message):
+nothing that happens at t can hand a shared message over before t + L, so when a window opens every shared
+flow that starts in it is known. Within a window, flows alone on their links start and end in bulk (at
+their bottleneck rate) until the first instant where flows meet or a shared one ends or a token bucket
+runs dry; there the rates are solved exactly (max-min over the flows on shared links only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import simpy
+
+from firesim.engine.maxmin import max_min_rates
+from firesim.engine.model import (
+    TOKEN_TOLERANCE,
+    TOLERANCE,
+    Setup,
+    TOLERANCE_ABS_s,
+    expand,
+    limit,
+    recv_delay_s,
+)
+from firesim.plans.ir import Op, Plan
+
+
+def chunk_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pred, succ) op pairs: succ is the next op after pred on one of pred's chunks at the same rank.
+
+    Completion on a chunk is in program order, so waiting for these immediate predecessors is waiting for
+    every earlier op on the chunks. Spans are cut into the elementary intervals between the chunk bounds
+    the rank's ops use, so a span of 2048 chunks costs a few intervals, not 2048 entries.
+    """
+    named = np.flatnonzero((plan.op != Op.COMPUTE) | (plan.chunk >= 0))
+    if named.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    r = rank[named].astype(np.int64)
+    c = plan.chunk[named].astype(np.int64)
+    s = plan.span[named].astype(np.int64)
+    if np.all(s == 1):
+        key = r * plan.chunks + c
+        order = np.argsort(key, kind="stable")
+        same = key[order[1:]] == key[order[:-1]]
+        return named[order[:-1][same]], named[order[1:][same]]
+    width = plan.chunks + 1
+    lo_key, hi_key = r * width + c, r * width + c + s
+    bounds = np.unique(np.concatenate([lo_key, hi_key]))
+    lo, hi = np.searchsorted(bounds, lo_key), np.searchsorted(bounds, hi_key)
+    element = expand(lo, hi)
+    owner = np.repeat(named, hi - lo)
+    order = np.argsort(element, kind="stable")  # owners stay in program order within an interval
+    element, owner = element[order], owner[order]
+    same = element[1:] == element[:-1]
+    pred, succ = owner[:-1][same], owner[1:][same]
+    n = np.int64(plan.n_ops)
+    edges = np.unique(succ * n + pred)
+    return edges % n, edges // n
+
+
+def _csr(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """values grouped by key (0 <= key < n): (ptr, values sorted by key, stable)."""
+    order = np.argsort(keys, kind="stable")
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n))]).astype(np.int64)
+    return ptr, values[order]
+
+
+def _take(queue: list) -> tuple[np.ndarray, np.ndarray]:
+    if len(queue) == 1:
+        ids, times = queue[0]
+    else:
+        ids, times = np.concatenate([q[0] for q in queue]), np.concatenate([q[1] for q in queue])
+    queue.clear()
+    return ids, times
+
+
+class _Countdown:
+    """Nodes that fire once all their inputs came; each fires at the latest input's time."""
+
+    def __init__(self, wait: np.ndarray):
+        self.wait = wait.astype(np.int32)
+        self.t = np.full(wait.shape[0], -np.inf)
+
+    def input(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """One input each for ``ids`` (distinct) at ``times``; returns those now complete."""
+        t = self.t
+        t[ids] = np.maximum(t[ids], times)
+        left = self.wait[ids] - 1
+        self.wait[ids] = left
+        return ids[left == 0]
+
+    def input_mask(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Like ``input``, returning which of ``ids`` are now complete as a mask."""
+        t = self.t
+        t[ids] = np.maximum(t[ids], times)
+        left = self.wait[ids] - 1
+        self.wait[ids] = left
+        return left == 0
+
+    def input_repeated(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Like ``input`` where an id may appear more than once."""
+        np.maximum.at(self.t, ids, times)
+        np.subtract.at(self.wait, ids, 1)
+        ready = ids[self.wait[ids] == 0]
+        return np.unique(ready) if ready.size > 1 else ready
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the shared network
+
+
+class _Network:
+    """Flows of shared messages: FIFO connections, max-min rates, token buckets, watched byte counts."""
+
+    def __init__(self, s: Setup, shared: np.ndarray, watchers: tuple[np.ndarray, np.ndarray]):
+        net, msgs = s.network, s.messages
+        m = msgs.nbytes.shape[0]
+        self.cap, self.peak, self.burst = net.capacity_Bps, net.peak_Bps, net.burst_nbytes
+        self.bursty = np.flatnonzero(net.burst_nbytes > 0)
+        n_links = self.cap.shape[0]
+        self.pair_ptr, self.pair_links, self.pair_cap = net.pair_ptr, net.pair_links, net.pair_capacity_Bps
+        self.msg_pair, self.msg_bytes = msgs.pair, msgs.nbytes
+        self.prev = np.where(msgs.prev >= 0, msgs.prev, m)  # m: "no previous message"
+        self.w_ptr, self.w_ids = watchers
+        self.w_next = self.w_ptr[:-1].copy()  # next watcher of each message not yet fired
+        self.w_left = msgs.watch_remaining
+        # per message: when its flow ends (projected while on the wire; +inf before it starts; -inf for "none")
+        self.m_fin = np.full(m + 1, np.inf)
+        self.m_fin[m] = -np.inf
+        self.lookahead = float(msgs.delay_s[shared].min()) if shared.any() else math.inf
+        # handed-over messages not yet on the wire
+        self.p_time = np.zeros(0)
+        self.p_ids = np.zeros(0, np.int64)
+        # the flows on the wire, as parallel arrays
+        self.f_msg = np.zeros(0, np.int64)
+        self.f_rem = np.zeros(0)  # bytes left at f_t0
+        self.f_t0 = np.zeros(0)
+        self.f_rate = np.zeros(0)
+        self.f_fin = np.zeros(0)
+        self.load = np.zeros(n_links, np.int32)  # flows per directed link
+        # when a link frees up: its private flow's end; +inf while flows share it or it has a token bucket
+        self.busy_until = np.full(n_links, -np.inf)
+        self.busy_until[self.bursty] = np.inf
+        self.shared_next = math.inf  # earliest end of a flow that shares a link
+        self.tokens = self.burst[self.bursty].copy()
+        self.tokens_t = 0.0
+        self.tokens_load = np.zeros(self.bursty.shape[0])  # rate through each bucket since tokens_t
+        self.tokens_next = math.inf  # when the first bucket that drains runs dry
+        self.instants = self.reshares = 0
+
+    # -- state -----------------------------------------------------------------------------------------
+    def hand_over(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        self.p_time = np.concatenate([self.p_time, times])
+        self.p_ids = np.concatenate([self.p_ids, msgs])
+
+    def idle(self) -> bool:
+        return self.p_ids.size == 0 and self.f_msg.size == 0
+
+    def _eligible(self) -> np.ndarray:
+        """When each handed-over message can go on the wire: its own time, and after its predecessor."""
+        return np.maximum(self.p_time, self.m_fin[self.prev[self.p_ids]])
+
+    def next_time(self) -> float:
+        pending = float(self._eligible().min()) if self.p_ids.size else math.inf
+        flows = float(self.f_fin.min()) if self.f_fin.size else math.inf
+        return min(pending, flows, self.tokens_next)
+
+    def _flow_links(self, msgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.msg_pair[msgs]
+        lo, hi = self.pair_ptr[pair], self.pair_ptr[pair + 1]
+        return self.pair_links[expand(lo, hi)], hi - lo
+
+    def _add_flows(self, msgs, start, rate, fin) -> None:
+        self.f_msg = np.concatenate([self.f_msg, msgs])
+        self.f_rem = np.concatenate([self.f_rem, self.msg_bytes[msgs]])
+        self.f_t0 = np.concatenate([self.f_t0, start])
+        self.f_rate = np.concatenate([self.f_rate, rate])
+        self.f_fin = np.concatenate([self.f_fin, fin])
+        self.m_fin[msgs] = fin
+
+    def _drop_flows(self, done: np.ndarray, when: np.ndarray, out) -> None:
+        """Remove the flows where ``done``, arrived at ``when``: their remaining watchers fire then."""
+        msgs = self.f_msg[done]
+        links, _ = self._flow_links(msgs)
+        np.subtract.at(self.load, links, 1)
+        lo, hi = self.w_next[msgs], self.w_ptr[msgs + 1]
+        if np.any(hi > lo):
+            out.watched.append((self.w_ids[expand(lo, hi)], np.repeat(when, hi - lo)))
+            self.w_next[msgs] = hi
+        keep = ~done
+        self.f_msg, self.f_rem, self.f_t0 = self.f_msg[keep], self.f_rem[keep], self.f_t0[keep]
+        self.f_rate, self.f_fin = self.f_rate[keep], self.f_fin[keep]
+        self.m_fin[msgs] = when
+        out.arrivals.append((msgs, when))
+
+    def _fire_watches(self, until: float, inclusive: bool, out) -> None:
+        """Watchers of flows on the wire whose byte count is reached before ``until`` (rates are fixed until then)."""
+        while self.f_msg.size:
+            msgs = self.f_msg
+            nxt = self.w_next[msgs]
+            has = (nxt < self.w_ptr[msgs + 1]) & (self.f_rate > 0)
+            if not has.any():
+                return
+            idx = np.flatnonzero(has)
+            w = nxt[idx]
+            cross = self.f_t0[idx] + (self.f_rem[idx] - self.w_left[self.w_ids[w]]) / self.f_rate[idx]
+            due = cross <= until if inclusive else cross < until
+            if not due.any():
+                return
+            out.watched.append((self.w_ids[w[due]], cross[due]))
+            self.w_next[msgs[idx[due]]] += 1
+
+    # -- bulk: flows alone on their links ---------------------------------------------------------------
+    def _bulk(self, horizon: float, out) -> float:
+        """Until the first time a new flow would meet another on a link, a flow that shares a link ends or
+        a token bucket runs dry (or the horizon): start every flow that can, at its route's bottleneck, and
+        end every flow alone on its links that ends before then. Returns that time."""
+        clash = min(horizon, self.shared_next, self.tokens_next)
+        if self.p_ids.size:
+            eligible = self._eligible()
+            cand = eligible < clash
+            if cand.any():
+                clash = self._start_private(eligible, cand, clash, out)
+        if self.f_fin.size:
+            self._fire_watches(clash, False, out)
+            done = self.f_fin < clash
+            if done.any():
+                self._drop_flows(done, self.f_fin[done], out)
+        return clash
+
+    def _start_private(self, eligible: np.ndarray, cand: np.ndarray, clash: float, out) -> float:
+        """Start the handed-over messages that can go before ``clash`` (chains of one connection included)
+        as flows alone on their links, up to the first time one would meet another flow. Returns that time."""
+        ids, a = self.p_ids, self.p_time
+        start = np.where(cand, eligible, np.nan)
+        # a connection's later messages behind earlier ones that start now: one more of each chain per pass
+        where = np.full(self.m_fin.shape[0], -1, np.int64)
+        where[ids] = np.arange(ids.shape[0])
+        behind = where[self.prev[ids]]  # position of the previous message among the handed-over ones
+        waiting = ~cand & (behind >= 0)
+        while waiting.any():
+            i = np.flatnonzero(waiting)
+            ahead = behind[i]
+            known = ~np.isnan(start[ahead])
+            if not known.any():
+                break
+            i, ahead = i[known], ahead[known]
+            before = ids[ahead]
+            fin = start[ahead] + np.where(self.msg_bytes[before] > 0,
+                                          self.msg_bytes[before] / self.pair_cap[self.msg_pair[before]], 0.0)
+            t = np.maximum(a[i], fin)
+            start[i] = np.where(t < clash, t, np.nan)
+            waiting[i] = False
+        go = np.flatnonzero(~np.isnan(start))
+        msgs, f_start = ids[go], start[go]
+        nbytes = self.msg_bytes[msgs]
+        instant = nbytes <= 0
+        fin = f_start + np.where(instant, 0.0, nbytes / np.where(instant, 1.0, self.pair_cap[self.msg_pair[msgs]]))
+        flows = ~instant
+        if flows.any():
+            links, n_links = self._flow_links(msgs[flows])
+            e_start, e_fin = np.repeat(f_start[flows], n_links), np.repeat(fin[flows], n_links)
+            # starting as another ends (to rounding) is no meeting
+            hit = e_start + (np.abs(e_start) * TOLERANCE + TOLERANCE_ABS_s) < self.busy_until[links]
+            if hit.any():
+                clash = min(clash, float(e_start[hit].min()))
+            if links.size > 1:
+                order = np.lexsort((e_start, links))
+                lk, st, fn = links[order], e_start[order], e_fin[order]
+                hit = (lk[1:] == lk[:-1]) & (st[1:] < fn[:-1] - (np.abs(fn[:-1]) * TOLERANCE + TOLERANCE_ABS_s))
+                if hit.any():
+                    clash = min(clash, float(st[1:][hit].min()))
+        now = f_start < clash
+        if not now.any():
+            return clash
+        taken = go[now]
+        keep = np.ones(ids.shape[0], bool)
+        keep[taken] = False
+        self.p_time, self.p_ids = self.p_time[keep], self.p_ids[keep]
+        msgs, f_start, fin, instant = msgs[now], f_start[now], fin[now], instant[now]
+        if instant.any():
+            self.m_fin[msgs[instant]] = f_start[instant]
+            out.arrivals.append((msgs[instant], f_start[instant]))
+        flows = msgs[~instant]
+        if flows.size:
+            links, n_links = self._flow_links(flows)
+            np.add.at(self.load, links, 1)
+            np.maximum.at(self.busy_until, links, np.repeat(fin[~instant], n_links))
+            self._add_flows(flows, f_start[~instant], self.pair_cap[self.msg_pair[flows]], fin[~instant])
+        return clash
+
+    # -- instants: exact rates ---------------------------------------------------------------------------
+    def _instant(self, t: float, out) -> None:
+        """Flows meet on a link, one that shared a link ends, or a bucket runs dry at t: exact rates."""
+        self.instants += 1
+        lim = limit(t)
+        self._fire_watches(lim, True, out)
+        self._update_tokens(t)
+        if self.f_fin.size:
+            done = self.f_fin <= lim
+            if done.any():
+                self._drop_flows(done, np.full(int(done.sum()), t), out)
+        while self.p_ids.size:  # messages whose turn has come; zero-byte ones end at once and free the next
+            go = self._eligible() <= lim
+            if not go.any():
+                break
+            msgs = self.p_ids[go]
+            self.p_time, self.p_ids = self.p_time[~go], self.p_ids[~go]
+            instant = self.msg_bytes[msgs] <= 0
+            if instant.any():
+                self.m_fin[msgs[instant]] = t
+                out.arrivals.append((msgs[instant], np.full(int(instant.sum()), t)))
+            flows = msgs[~instant]
+            if flows.size:
+                links, _ = self._flow_links(flows)
+                np.add.at(self.load, links, 1)
+                self._add_flows(flows, np.full(flows.size, t), np.zeros(flows.size), np.full(flows.size, np.inf))
+        self._reshare(t)
+
+    def _update_tokens(self, t: float) -> None:
+        if self.bursty.size and t > self.tokens_t:
+            filled = self.tokens + (self.cap[self.bursty] - self.tokens_load) * (t - self.tokens_t)
+            self.tokens = np.clip(filled, 0.0, self.burst[self.bursty])
+        self.tokens_t = max(self.tokens_t, t)
+
+    def _reshare(self, t: float) -> None:
+        """Rates of all flows at t: a flow alone on links without buckets gets its route's bottleneck,
+        the others max-min fair shares (progressive filling over just those)."""
+        self.reshares += 1
+        n = self.f_msg.shape[0]
+        pair = self.msg_pair[self.f_msg]
+        lo, hi = self.pair_ptr[pair], self.pair_ptr[pair + 1]
+        links = self.pair_links[expand(lo, hi)]
+        flow = np.repeat(np.arange(n, dtype=np.int64), hi - lo)
+        cap = self.cap
+        if self.bursty.size:
+            cap = cap.copy()
+            credit = self.tokens > TOKEN_TOLERANCE * self.burst[self.bursty]
+            cap[self.bursty[credit]] = self.peak[self.bursty[credit]]
+        on_shared = self.load[links] >= 2
+        if self.bursty.size:
+            is_bursty = np.zeros(cap.shape[0], bool)
+            is_bursty[self.bursty] = True
+            on_shared |= is_bursty[links]
+        rate = self.pair_cap[pair].copy()
+        shared = np.zeros(n, bool)
+        if on_shared.any():
+            shared[flow[on_shared]] = True
+            local = np.cumsum(shared) - 1
+            sel = shared[flow]
+            rate[shared] = max_min_rates(local[flow[sel]], links[sel], int(shared.sum()), cap)  # flow-sorted
+        changed = rate != self.f_rate
+        if changed.any():
+            rem = self.f_rem[changed] - self.f_rate[changed] * (t - self.f_t0[changed])
+            rem = np.maximum(rem, 0.0)
+            self.f_rem[changed] = rem
+            self.f_t0[changed] = t
+            self.f_rate[changed] = rate[changed]
+            self.f_fin[changed] = t + rem / rate[changed]
+            self.m_fin[self.f_msg[changed]] = self.f_fin[changed]
+        self.busy_until.fill(-np.inf)
+        self.busy_until[links] = np.where(shared[flow], np.inf, self.f_fin[flow])
+        self.busy_until[self.bursty] = np.inf
+        self.shared_next = float(self.f_fin[shared].min()) if shared.any() else math.inf
+        self.tokens_next = math.inf
+        if self.bursty.size:
+            through = np.zeros(cap.shape[0])
+            np.add.at(through, links, self.f_rate[flow])
+            self.tokens_load = through[self.bursty]
+            drain = self.tokens_load - self.cap[self.bursty]
+            dry = credit & (drain > 0)
+            if dry.any():
+                self.tokens_next = t + float((self.tokens[dry] / drain[dry]).min())
+
+    def advance(self, horizon: float, out) -> None:
+        """Run the network up to the horizon; its arrivals and watched byte counts before it go to ``out``."""
+        while True:
+            t = self._bulk(horizon, out)
+            if t >= horizon:
+                break
+            self._instant(t, out)
+        self._fire_watches(horizon, False, out)
+
+
+class _Outputs:
+    """What the network hands back to the dataflow."""
+
+    def __init__(self):
+        self.arrivals: list = []
+        self.watched: list = []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the dataflow
+
+
+class _Run:
+    """State of one fast run; ``run`` alternates dataflow to quiescence and a network window."""
+
+    def __init__(self, s: Setup):
+        plan, net, msgs = s.plan, s.network, s.messages
+        n, p = plan.n_ops, plan.ranks
+        self.s = s
+        self.kind = plan.op
+        self.rank = s.rank.astype(np.int64)
+        self.end = plan.offsets[1:].astype(np.int64)
+        # next op at or after j that can block issue (send or compute), capped at the rank's end
+        pos = np.where((plan.op == Op.SEND) | (plan.op == Op.COMPUTE), np.arange(n, dtype=np.int64), n)
+        self.next_block = np.minimum(np.minimum.accumulate(pos[::-1])[::-1], self.end[self.rank]) if n else pos
+        pred, succ = chunk_order(plan, s.rank)
+        n_pred = np.bincount(succ, minlength=n)
+        n_succ = np.bincount(pred, minlength=n)
+        self.single_pred = bool(n_pred.max(initial=0) <= 1)
+        self.single_succ = bool(n_succ.max(initial=0) <= 1)
+        if self.single_succ:
+            self.succ1 = np.full(n, -1, np.int64)
+            self.succ1[pred] = succ
+        else:
+            self.succ_ptr, self.succ = _csr(pred, succ, n)
+        self.is_recv = (plan.op == Op.RECV) | (plan.op == Op.REDUCE)
+        gated = ~np.isnan(s.release_s)
+        # an op: chunk predecessors, plus posting and arrival (recvs) or the program counter, plus its gate
+        self.ops = _Countdown(n_pred + np.where(self.is_recv, 2, 1) + gated)
+        self.recv_delay = recv_delay_s(s)
+        self.compute_s = np.where(plan.op == Op.COMPUTE, plan.seconds / s.speed[s.rank], 0.0)
+        self.pc = plan.offsets[:-1].astype(np.int64).copy()
+        self.t_start = np.full(n, np.nan)
+        self.t_end = np.full(n, np.nan)
+        # messages
+        m = msgs.nbytes.shape[0]
+        self.msgs = msgs
+        self.msg_of = np.full(n, -1, np.int64)
+        self.msg_of[msgs.send] = np.arange(m)
+        self.msg_of[msgs.recv] = np.arange(m)
+        rendezvous = s.transport.rendezvous
+        self.rendezvous = rendezvous
+        self.hand = _Countdown(np.full(m, 2 if rendezvous else 1))  # send issued (and recv posted)
+        self.private = msgs.private
+        self.first_byte = _Countdown(np.where(msgs.prev >= 0, 2, 1))  # private: hand-over + delay, previous arrival
+        self.next_msg = np.full(m + 1, -1, np.int64)
+        has_prev = msgs.prev >= 0
+        self.next_msg[msgs.prev[has_prev]] = np.flatnonzero(has_prev)
+        cap = net.pair_capacity_Bps[msgs.pair]
+        self.private_s = np.where((msgs.nbytes > 0) & np.isfinite(cap), msgs.nbytes / cap, 0.0)
+        self.msg_cap = cap
+        self.sent = _Countdown(1 + int(msgs.on_arrival) + (msgs.watch >= 0))  # hand-over, arrival or watch
+        watching = np.flatnonzero(msgs.watch >= 0)
+        self.watchers = _csr(msgs.watch[watching], watching, m)
+        self.network = _Network(s, ~msgs.private, self.watchers)
+        # work queues of the dataflow: (ids, times)
+        self.arrivals: list = []
+        self.ready: list = []
+        self.done: list = []
+        self.windows = self.passes = 0
+        self._advance(np.arange(p, dtype=np.int64), s.start_s.astype(np.float64))
+        gates = np.flatnonzero(gated)
+        if gates.size:
+            self._ops_ready(self.ops.input(gates, s.release_s[gates]))
+
+    # -- ops ---------------------------------------------------------------------------------------------
+    def _ops_ready(self, ready: np.ndarray) -> None:
+        if ready.size:
+            self.ready.append((ready, self.ops.t[ready]))
+
+    def _on_ready(self, ops: np.ndarray, times: np.ndarray) -> None:
+        """Ops whose last input came: recvs complete after their delay, sends/computes issue (their pc is
+        on them, that being one of their inputs)."""
+        recv = self.is_recv[ops]
+        if recv.any():
+            done = ops[recv]
+            self.done.append((done, times[recv] + self.recv_delay[done]))
+            ops, times = ops[~recv], times[~recv]
+        if ops.size:
+            self._advance(*self._issue(self.rank[ops], ops, times))
+
+    def _issue(self, ranks: np.ndarray, ops: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ready sends/computes at the ranks' pcs start at ``times``; returns the ranks that issue on."""
+        self.t_start[ops] = times
+        send = self.kind[ops] == Op.SEND
+        if not send.all():
+            comp = ops[~send]
+            self.done.append((comp, times[~send] + self.compute_s[comp]))
+            ranks, ops, times = ranks[send], ops[send], times[send]
+        if ops.size:
+            self.pc[ranks] = ops + 1
+            self._hand_input(self.msg_of[ops], times)
+        return ranks, times
+
+    def _advance(self, ranks: np.ndarray, times: np.ndarray) -> None:
+        """Ranks whose pc just moved at ``times``: post the recvs up to the next send/compute, issue it if ready."""
+        pc, end, next_block = self.pc, self.end, self.next_block
+        while ranks.size:
+            live = pc[ranks] < end[ranks]
+            if not live.all():
+                ranks, times = ranks[live], times[live]
+                if not ranks.size:
+                    return
+            j = pc[ranks]
+            k = next_block[j]
+            gap = k - j
+            if gap.any():
+                posts = expand(j, k)
+                when = np.repeat(times, gap)
+                self.t_start[posts] = when
+                ready = self.ops.input(posts, when)
+                if ready.size:  # the data came before the recv was posted
+                    self.done.append((ready, self.ops.t[ready] + self.recv_delay[ready]))
+                if self.rendezvous:
+                    self._hand_input(self.msg_of[posts], when)
+            pc[ranks] = k
+            live = k < end[ranks]
+            if not live.all():
+                ranks, k, times = ranks[live], k[live], times[live]
+            ready = self.ops.input_mask(k, times)
+            if not ready.all():
+                ranks, k = ranks[ready], k[ready]
+            if ranks.size:
+                ranks, times = self._issue(ranks, k, self.ops.t[k])
+
+    def _complete(self, ops: np.ndarray, times: np.ndarray) -> None:
+        """Ops done at ``times``: their chunk successors get an input; a compute moves its rank's pc."""
+        self.t_end[ops] = times
+        if self.single_succ:
+            nxt = self.succ1[ops]
+            has = nxt >= 0
+            nxt, when = nxt[has], times[has]
+        else:
+            lo, hi = self.succ_ptr[ops], self.succ_ptr[ops + 1]
+            nxt, when = self.succ[expand(lo, hi)], np.repeat(times, hi - lo)
+        comp = self.kind[ops] == Op.COMPUTE
+        if comp.any():
+            self.pc[self.rank[ops[comp]]] = ops[comp] + 1
+        if nxt.size:
+            self._ops_ready(self.ops.input(nxt, when) if self.single_pred else self.ops.input_repeated(nxt, when))
+        if comp.any():
+            self._advance(self.rank[ops[comp]], times[comp])
+
+    # -- messages ----------------------------------------------------------------------------------------
+    def _hand_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """Send issued or recv posted: once both (or the send alone without rendezvous), the message is
+        handed over; its bytes move after the delay, behind its connection's earlier messages."""
+        go = self.hand.input(msgs, times)
+        if not go.size:
+            return
+        h = self.hand.t[go]
+        self._sent_input(go, h)
+        a = h + self.msgs.delay_s[go]
+        private = self.private[go]
+        if not private.all():
+            self.network.hand_over(go[~private], a[~private])
+            go, a = go[private], a[private]
+        if go.size:
+            self._first_byte_input(go, a)
+
+    def _first_byte_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """Private messages: the first byte moves once the delay is over and the previous message arrived."""
+        go = self.first_byte.input(msgs, times)
+        if not go.size:
+            return
+        start = self.first_byte.t[go]
+        self.arrivals.append((go, start + self.private_s[go]))
+        lo, hi = self.watchers[0][go], self.watchers[0][go + 1]
+        if np.any(hi > lo):
+            idx = expand(lo, hi)
+            w = self.watchers[1][idx]
+            k = np.repeat(go, hi - lo)
+            cap = self.msg_cap[k]
+            left = self.msgs.nbytes[k] - self.msgs.watch_remaining[w]
+            self._sent_input(w, np.repeat(start, hi - lo) + np.where(np.isfinite(cap), left / cap, 0.0))
+
+    def _sent_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        go = self.sent.input(msgs, times)
+        if go.size:
+            self.done.append((self.msgs.send[go], self.sent.t[go]))
+
+    def _arrive(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        self._ops_ready(self.ops.input(self.msgs.recv[msgs], times))
+        if self.msgs.on_arrival:
+            self._sent_input(msgs, times)
+        nxt = self.next_msg[msgs]
+        follow = (nxt >= 0) & self.private[msgs]
+        if follow.any():
+            self._first_byte_input(nxt[follow], times[follow])
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def _dataflow(self) -> None:
+        """Everything whose inputs are all known, in dependency order."""
+        while self.arrivals or self.ready or self.done:
+            self.passes += 1
+            if self.arrivals:
+                self._arrive(*_take(self.arrivals))
+            if self.ready:
+                self._on_ready(*_take(self.ready))
+            if self.done:
+                self._complete(*_take(self.done))
+
+    def run(self) -> None:
+        net = self.network
+        out = _Outputs()
+        env = simpy.Environment(initial_time=min(0.0, float(self.s.start_s.min(initial=0.0))))
+
+        def driver():
+            while True:
+                self._dataflow()
+                if net.idle():
+                    return
+                t = net.next_time()
+                if t == math.inf:
+                    return  # messages wait for ones that never go: a deadlock, reported by the caller
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                self.windows += 1
+                net.advance(max(t + net.lookahead, np.nextafter(limit(t), math.inf)), out)
+                if out.arrivals:
+                    self.arrivals.append(_take(out.arrivals))
+                if out.watched:
+                    self._sent_input(*_take(out.watched))
+
+        env.process(driver())
+        env.run()
