@@ -4,6 +4,7 @@ reference (a SimPy process per rank, per-flow events) on random plans and topolo
 
 from __future__ import annotations
 
+import math
 import networkx as nx
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firesim import topology as topo
-from firesim.engine import max_min_rates, simulate, simulate_reference
+from firesim.engine import Transport, max_min_rates, simulate, simulate_reference
 from firesim.errors import UserError
 from firesim.plans import Op, Plan, PlanBuilder, PlanError, allreduce_time, build, match_messages
 
@@ -354,6 +355,14 @@ def _random_topology(draw, p: int):
 
 
 @st.composite
+def transports(draw) -> Transport:
+    return Transport(fifo_pairs=draw(st.booleans()),
+                     eager_window_nbytes=draw(st.sampled_from([0.0, 0.0, 3000.0, 40000.0, math.inf])),
+                     message_overhead_s=draw(st.sampled_from([0.0, 0.0, 2e-6])),
+                     copy_s_per_byte=draw(st.sampled_from([0.0, 0.0, 1e-10])), rendezvous=draw(st.booleans()))
+
+
+@st.composite
 def scenarios(draw):
     if draw(st.booleans()):
         plan = draw(random_plans())
@@ -364,7 +373,13 @@ def scenarios(draw):
         plan = build(algo, p, draw(st.integers(1, 32)) * 4096, **options)
     G = _random_topology(draw, plan.ranks)
     kw = dict(alpha_s=draw(st.sampled_from([0.0, 1e-6])), gamma_s_per_byte=draw(st.sampled_from([0.0, 1e-10])),
-              beta_s_per_byte=1e-9, eager=draw(st.booleans()), seed=draw(st.integers(0, 2)))
+              beta_s_per_byte=1e-9, seed=draw(st.integers(0, 2)), transport=draw(transports()))
+    if G is not None and draw(st.booleans()):  # token buckets on some links
+        G = G.copy()
+        for u, v in G.edges:
+            if draw(st.integers(0, 2)) == 0:
+                G.edges[u, v]["burst_nbytes"] = draw(st.sampled_from([2000.0, 30000.0]))
+                G.edges[u, v]["peak_bandwidth_Bps"] = G.edges[u, v]["bandwidth_Bps"] * draw(st.sampled_from([1.5, 10.0]))
     if draw(st.booleans()):
         kw["start_s"] = draw(st.lists(st.floats(0, 1e-5), min_size=plan.ranks, max_size=plan.ranks))
     if draw(st.booleans()):

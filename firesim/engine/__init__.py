@@ -63,7 +63,7 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
     run = _Run(s)
     run.run()
     net = run.network
-    return make_trace(s, run.t_start, run.t_end, itemsize, windows=run.windows, dataflow_passes=run.passes,
+    return make_trace(s, *run.times(), windows=run.windows, dataflow_passes=run.passes,
                       network_instants=net.instants, rate_passes=net.reshares,
                       private_messages=int(s.messages.private.sum()),
                       events=int(plan.n_ops + 2 * s.messages.send.shape[0]))
@@ -79,4 +79,4 @@ def simulate_reference(plan: Plan, topology: nx.Graph | str | None = None, *, al
     s = setup(plan, topology, alpha_s=alpha_s, gamma_s_per_byte=gamma_s_per_byte, beta_s_per_byte=beta_s_per_byte,
               placement=placement, transport=transport, eager=eager, itemsize=itemsize, rank_speed=rank_speed,
               link_overrides=link_overrides, seed=seed, start_s=start_s, op_nbytes=op_nbytes, release_s=release_s)
-    return run_reference(s, itemsize)
+    return run_reference(s)

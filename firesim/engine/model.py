@@ -16,7 +16,7 @@ from firesim import topology as topo
 from firesim.errors import UserError
 from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
 from firesim.plans.verify import PlanError, match_messages
-from firesim.trace import Trace, software_versions
+from firesim.trace import Trace, TraceHeader, software_versions
 
 # Network events within this relative distance are one instant: merges times that differ only by rounding.
 TOLERANCE = 1e-12
@@ -146,7 +146,8 @@ def _overrides(G: nx.Graph, link_overrides: Mapping | None) -> dict[frozenset, d
 
 
 def _link_values(u, v, attrs: Mapping) -> tuple[float, float, float, float, float]:
-    """(capacity, latency, burst, peak capacity) of one direction of link u-v, checked."""
+    """(capacity, latency, burst, peak capacity, efficiency) of one direction of link u-v, checked; the
+    bucket's depth and peak are in payload bytes like the capacity (scaled by efficiency)."""
     try:
         bw = float(attrs["bandwidth_Bps"])
         eff = float(attrs.get("efficiency", 1.0))
@@ -194,21 +195,21 @@ def build_network(G: nx.Graph, ranks: int, pairs: np.ndarray, *, placement, link
             columns.append(_link_values(u, v, attrs))
         return i
 
+    ends = list({(nodes[a], nodes[b]): None for a, b in pairs.tolist()})
+    try:
+        paths = router.paths(ends, seed)
+    except (nx.NetworkXNoPath, nx.NodeNotFound) as err:
+        raise UserError(f"topology {G.graph.get('name')!r}: no route between two ranks' endpoints: {err}") from None
     by_nodes: dict[tuple, tuple[list[int], float]] = {}
+    for key, path in zip(ends, paths):
+        ids = [link(u, v) for u, v in zip(path[:-1], path[1:])]
+        by_nodes[key] = (ids, float(sum(columns[i][1] for i in ids)))
     ptr, flat, lat_s = [0], [], []
-    for src, dst in pairs.tolist():
-        a, b = nodes[src], nodes[dst]
-        hit = by_nodes.get((a, b))
-        if hit is None:
-            try:
-                path = router.path(a, b, seed)
-            except (nx.NetworkXNoPath, nx.NodeNotFound) as err:
-                raise UserError(f"topology {G.graph.get('name')!r}: no route from rank {src} to rank {dst}: {err}") from None
-            ids = [link(u, v) for u, v in zip(path[:-1], path[1:])]
-            hit = by_nodes[(a, b)] = (ids, float(sum(columns[i][1] for i in ids)))
-        flat.extend(hit[0])
+    for a, b in pairs.tolist():
+        ids, latency = by_nodes[(nodes[a], nodes[b])]
+        flat.extend(ids)
         ptr.append(len(flat))
-        lat_s.append(hit[1])
+        lat_s.append(latency)
     table = np.asarray(columns, np.float64).reshape(-1, 5)
     cap = table[:, 0].copy()
     pair_ptr = np.asarray(ptr, np.int64)
@@ -399,7 +400,7 @@ def recv_delay_s(s: Setup) -> np.ndarray:
     return per_byte * s.nbytes
 
 
-def make_trace(s: Setup, t_start: np.ndarray, t_end: np.ndarray, itemsize: int, **extra) -> Trace:
+def make_trace(s: Setup, t_start: np.ndarray, t_end: np.ndarray, **extra) -> Trace:
     undone = np.flatnonzero(np.isnan(t_end))
     if undone.size:
         j = int(undone[0])
@@ -409,5 +410,8 @@ def make_trace(s: Setup, t_start: np.ndarray, t_end: np.ndarray, itemsize: int, 
                         f"peer {s.plan.peer[j]}) is the first")
     header = dict(s.header)
     header["extra"] = {**header["extra"], **extra}
-    trace = Trace.for_plan(s.plan, t_start, t_end, itemsize=itemsize, source="simulated", **header)
-    return dataclasses.replace(trace, nbytes=s.nbytes.copy())
+    plan = s.plan
+    return Trace(header=TraceHeader(plan=plan.name, ranks=plan.ranks, nbytes=plan.nbytes, chunks=plan.chunks,
+                                    source="simulated", **header),
+                 rank=s.rank, op=plan.op.copy(), chunk=plan.chunk.copy(), peer=plan.peer.copy(), nbytes=s.nbytes,
+                 t_start=t_start, t_end=t_end)

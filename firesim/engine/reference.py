@@ -131,7 +131,7 @@ class _Network:
         self._reshare()
 
 
-def run_reference(s: Setup, itemsize: int):
+def run_reference(s: Setup):
     """``simulate`` written plainly; see the module docstring."""
     plan, msgs, transport = s.plan, s.messages, s.transport
     n = plan.n_ops
@@ -227,4 +227,4 @@ def run_reference(s: Setup, itemsize: int):
     for r in range(plan.ranks):
         env.process(rank(r))
     env.run()
-    return make_trace(s, t_start, t_end, itemsize)  # names the first op that never completed, if any
+    return make_trace(s, t_start, t_end)  # names the first op that never completed, if any
