@@ -464,11 +464,11 @@ class _Run:
         plan, net = s.plan, s.network
         n, p = plan.n_ops, plan.ranks
         self.s = s
-        rank = s.rank.astype(np.int64)
+        rank = s.rank
         new, orig = _position_major(plan, rank)
         self.new, self.orig = new, orig
         self.kind = plan.op[orig]
-        self.rank = rank[orig]
+        self.rank = rank[orig].astype(np.int64)
         # program navigation, in the plan's numbering: the next op at or after j that can block issue (send
         # or compute), capped at the rank's end
         self.end = plan.offsets[1:].astype(np.int64)
@@ -488,12 +488,17 @@ class _Run:
         else:
             self.succ_ptr, self.succ = _csr(pred, succ, n)
         self.is_recv = (self.kind == Op.RECV) | (self.kind == Op.REDUCE)
-        release = s.release_s[orig]
-        gated = ~np.isnan(release)
         # an op: chunk predecessors, plus posting and arrival (recvs) or the program counter, plus its gate
-        self.ops = _Countdown(n_pred + np.where(self.is_recv, 2, 1) + gated)
-        self.recv_delay = recv_delay_s(s)[orig]
-        self.compute_s = np.where(self.kind == Op.COMPUTE, plan.seconds[orig] / s.speed[self.rank], 0.0)
+        wait = n_pred + 1 + self.is_recv
+        if s.release_s is not None:
+            release = s.release_s[orig]
+            gates = np.flatnonzero(~np.isnan(release))
+            wait[gates] += 1
+        self.ops = _Countdown(wait)
+        self.recv_delay = recv_delay_s(s, self.kind, orig)
+        computes = np.flatnonzero(self.kind == Op.COMPUTE)
+        self.compute_s = np.zeros(n)
+        self.compute_s[computes] = plan.seconds[orig[computes]] / s.speed[self.rank[computes]]
         self.t_start = np.full(n, np.nan)
         self.t_end = np.full(n, np.nan)
         # messages
@@ -526,8 +531,7 @@ class _Run:
         self.done: list = []
         self.windows = self.passes = 0
         self._advance(np.arange(p, dtype=np.int64), s.start_s.astype(np.float64))
-        gates = np.flatnonzero(gated)
-        if gates.size:
+        if s.release_s is not None and gates.size:
             self._ops_ready(self.ops.input(gates, release[gates]))
 
     def times(self) -> tuple[np.ndarray, np.ndarray]:

@@ -326,7 +326,7 @@ class Setup:
     rank: np.ndarray  # rank of every op
     nbytes: np.ndarray  # bytes of every op
     start_s: np.ndarray  # per rank
-    release_s: np.ndarray  # per op: not before this time (NaN: no gate)
+    release_s: np.ndarray | None  # per op: not before this time (NaN: no gate); None: no gates at all
     speed: np.ndarray  # per rank
     alpha_s: float
     gamma_s_per_byte: float
@@ -369,8 +369,8 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
         if nbytes.shape != (plan.n_ops,) or np.any(nbytes < 0) or np.any((plan.op == Op.COMPUTE) & (nbytes != 0)):
             raise UserError(f"op_nbytes: needs {plan.n_ops} byte counts >= 0 (0 for compute ops)")
         nbytes = nbytes.astype(np.int64)
-    release = np.full(plan.n_ops, np.nan) if release_s is None else np.asarray(release_s, np.float64)
-    if release.shape != (plan.n_ops,) or np.any(np.isinf(release) | (release < 0)):
+    release = None if release_s is None else np.asarray(release_s, np.float64)
+    if release is not None and (release.shape != (plan.n_ops,) or np.any(np.isinf(release) | (release < 0))):
         raise UserError(f"release_s: needs {plan.n_ops} times >= 0 (NaN: none)")
     G = resolve_topology(topology, p, beta_s_per_byte)
     rank = plan.op_rank()
@@ -392,12 +392,17 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
                  gamma_s_per_byte=float(gamma_s_per_byte), header=header)
 
 
-def recv_delay_s(s: Setup) -> np.ndarray:
-    """Per op: what a recv costs after its data is there (copy out of the transport, plus gamma to reduce)."""
-    op = s.plan.op
-    per_byte = np.where(op == Op.REDUCE, s.gamma_s_per_byte + s.transport.copy_s_per_byte,
-                        np.where(op == Op.RECV, s.transport.copy_s_per_byte, 0.0))
-    return per_byte * s.nbytes
+def recv_delay_s(s: Setup, op: np.ndarray | None = None, order: np.ndarray | None = None) -> np.ndarray:
+    """Per op: what a recv costs after its data is there (copy out of the transport, plus gamma to reduce).
+    ``op`` and ``order``: the ops' kinds in another numbering and the plan op of each."""
+    op = s.plan.op if op is None else op
+    copy, gamma = s.transport.copy_s_per_byte, s.gamma_s_per_byte
+    out = np.zeros(op.shape[0])
+    for kind, per_byte in ((Op.REDUCE, gamma + copy), (Op.RECV, copy)):
+        if per_byte > 0:
+            at = np.flatnonzero(op == kind)
+            out[at] = per_byte * s.nbytes[at if order is None else order[at]]
+    return out
 
 
 def make_trace(s: Setup, t_start: np.ndarray, t_end: np.ndarray, **extra) -> Trace:

@@ -7,6 +7,7 @@ connection queues kept in dicts. Quadratic in a rank's program length; ``simulat
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 
 import numpy as np
@@ -135,7 +136,7 @@ def run_reference(s: Setup):
     """``simulate`` written plainly; see the module docstring."""
     plan, msgs, transport = s.plan, s.messages, s.transport
     n = plan.n_ops
-    release = s.release_s.tolist()
+    release = [math.nan] * n if s.release_s is None else s.release_s.tolist()
     op, chunk, span, peer = plan.op.tolist(), plan.chunk.tolist(), plan.span.tolist(), plan.peer.tolist()
     seconds, offsets = plan.seconds.tolist(), plan.offsets.tolist()
     after_arrival = recv_delay_s(s).tolist()
