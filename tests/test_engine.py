@@ -5,6 +5,7 @@ reference (a SimPy process per rank, per-flow events) on random plans and topolo
 from __future__ import annotations
 
 import math
+
 import networkx as nx
 import numpy as np
 import pytest
