@@ -171,7 +171,7 @@ def test_a_send_completes_once_the_rest_fits_the_window():
     late = Plan.from_programs("late", 4_000_000, 1, [[("send", 0, 1)], [("compute", -1, 1e-3), ("recv", 0, 0)]])
     tr = both(late, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(eager_window_nbytes=8e6))
     assert ends(tr) == pytest.approx([1e-3, 1e-3, 5e-3], rel=1e-12)
-    pushed = Transport(eager_window_nbytes=8e6, rendezvous=False)
+    pushed = Transport(rendezvous_nbytes=8e6)  # an eager message: pushed at issue, done at once
     tr = both(late, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=pushed)
     assert ends(tr) == pytest.approx([0.0, 1e-3, 4e-3], abs=1e-15)
 
@@ -224,7 +224,7 @@ def test_transport_arguments_are_checked():
     with pytest.raises(UserError, match="peak_bandwidth_Bps"):
         simulate(plan, G, **COST)
     tr = simulate(plan, alpha_s=0.0, gamma_s_per_byte=0.0, beta_s_per_byte=1e-9, eager=True)
-    assert tr.header.extra["transport"]["eager_window_nbytes"] == "inf"  # strict JSON
+    assert tr.header.extra["transport"]["rendezvous_nbytes"] == "inf"  # strict JSON
 
 
 # ---- the closed forms -------------------------------------------------------------------------------------
@@ -445,7 +445,8 @@ def transports(draw) -> Transport:
     return Transport(fifo_pairs=draw(st.booleans()),
                      eager_window_nbytes=draw(st.sampled_from([0.0, 0.0, 3000.0, 40000.0, math.inf])),
                      message_overhead_s=draw(st.sampled_from([0.0, 0.0, 2e-6])),
-                     copy_s_per_byte=draw(st.sampled_from([0.0, 0.0, 1e-10])), rendezvous=draw(st.booleans()))
+                     copy_s_per_byte=draw(st.sampled_from([0.0, 0.0, 1e-10])),
+                     rendezvous_nbytes=draw(st.sampled_from([0.0, 0.0, 5000.0, math.inf])))
 
 
 @st.composite

@@ -1,15 +1,16 @@
 """The discrete-event interpreter of a plan: each message a fluid flow, links shared max-min fairly, and what
 TCP and the communication library do on top (docs/engine.md has the whole model and its measurements).
 
-Cost model. A message is *handed over* when its send has issued and (``rendezvous``) its recv has been
-posted. After ``alpha_s + message_overhead_s`` plus the latencies of its route, its bytes move as a flow
+Cost model. A message is *handed over* when its send has issued and (rendezvous protocol, from
+``rendezvous_nbytes`` up) its recv has been posted. After ``alpha_s`` (plus ``message_overhead_s`` for a
+rendezvous) and the latencies of its route, its bytes move as a flow
 over every directed link of the route; flows active on a link share its capacity (``bandwidth_Bps x
 efficiency``) max-min fairly, and rates are recomputed whenever a flow starts or ends. With ``fifo_pairs``
 the messages of one ordered rank pair go one after another over one connection (as TCP and NCCL channels
 carry them) instead of sharing the link fairly. A link with ``burst_nbytes`` is a token bucket (tc tbf /
-htb): after idling it passes up to that many bytes at ``peak_bandwidth_Bps`` before its rate bites. A send
-completes locally once its connection's bytes not yet delivered, up to its own, fit in
-``eager_window_nbytes`` (the socket buffering; 0: at arrival). A ``reduce`` costs ``gamma_s_per_byte`` per
+htb): after idling it passes up to that many bytes at ``peak_bandwidth_Bps`` before its rate bites. An eager
+send completes at issue; a rendezvous one once its connection's bytes not yet delivered, up to its own, fit
+in ``eager_window_nbytes`` (the socket buffering; 0: at arrival). A ``reduce`` costs ``gamma_s_per_byte`` per
 byte at the receiver once the data has arrived and the earlier ops on its chunks are done (plus
 ``copy_s_per_byte`` for any recv); a ``compute`` op occupies its rank for ``seconds / rank_speed[rank]``.
 The issue/complete rules are those of ``firesim.plans.ir``. All messages between two ranks take one route
@@ -46,8 +47,9 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
     non-blocking star whose host links carry ``1 / beta_s_per_byte`` bytes/s with no link latency. Links
     may carry ``burst_nbytes`` and ``peak_bandwidth_Bps`` (a token bucket, see the module docstring).
     placement: the node of every rank (default ``G.graph["endpoints"]`` in order).
-    transport: a ``Transport`` (default: FIFO connections per rank pair, rendezvous, sends complete on
-    arrival). ``eager=True`` is shorthand for ``EAGER`` (sends handed over at issue and complete at once).
+    transport: a ``Transport`` (default: FIFO connections per rank pair, every message rendezvous, sends
+    complete on arrival). ``eager=True`` is shorthand for ``EAGER`` (every send pushed at issue and
+    complete at once).
     rank_speed: per-rank factors dividing compute ops' seconds. start_s: per-rank time at which the rank
     starts issuing (e.g. when backward produced a bucket). link_overrides: ``{(u, v): {"bandwidth_Bps": ...,
     "latency_s": ..., "efficiency": ..., "burst_nbytes": ..., "peak_bandwidth_Bps": ...}}`` replaces those

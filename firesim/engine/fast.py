@@ -450,7 +450,8 @@ def _renumber_messages(msgs: Messages, new_op: np.ndarray) -> Messages:
     return dataclasses.replace(
         msgs, send=new_op[msgs.send[order]], recv=new_op[msgs.recv[order]], nbytes=msgs.nbytes[order],
         pair=msgs.pair[order], prev=remap(msgs.prev[order]), delay_s=msgs.delay_s[order],
-        watch=remap(msgs.watch[order]), watch_remaining=msgs.watch_remaining[order], private=msgs.private[order])
+        watch=remap(msgs.watch[order]), watch_remaining=msgs.watch_remaining[order], private=msgs.private[order],
+        rendezvous=msgs.rendezvous[order], on_arrival=msgs.on_arrival[order])
 
 
 class _Run:
@@ -508,8 +509,9 @@ class _Run:
         self.msg_of = np.full(n, -1, np.int64)
         self.msg_of[msgs.send] = np.arange(m)
         self.msg_of[msgs.recv] = np.arange(m)
-        self.rendezvous = s.transport.rendezvous
-        self.hand = _Countdown(np.full(m, 2 if self.rendezvous else 1))  # send issued (and recv posted)
+        self.rendezvous = msgs.rendezvous
+        self.all_rendezvous = bool(msgs.rendezvous.all())
+        self.hand = _Countdown(1 + msgs.rendezvous)  # send issued (and recv posted)
         self.private = msgs.private
         self.first_byte = _Countdown(np.where(msgs.prev >= 0, 2, 1))  # private: hand-over + delay, previous arrival
         self.next_msg = np.full(m + 1, -1, np.int64)
@@ -522,6 +524,7 @@ class _Run:
         # a send completes at its arrival (zero window: that is after its hand-over), else once handed over
         # and, if it has a watch, once its connection's bytes fit the window
         self.on_arrival = msgs.on_arrival
+        self.all_on_arrival = bool(msgs.on_arrival.all())
         self.sent = _Countdown(1 + (msgs.watch >= 0))
         self.has_watches = bool(watching.size)
         self.watchers = _csr(msgs.watch[watching], watching, m)
@@ -586,8 +589,12 @@ class _Run:
                 ready = self.ops.input(posts, when)
                 if ready.size:  # the data came before the recv was posted
                     self.done.append((ready, self.ops.t[ready] + self.recv_delay[ready]))
-                if self.rendezvous:
-                    self._hand_input(self.msg_of[posts], when)
+                mine = self.msg_of[posts]
+                if not self.all_rendezvous:
+                    rdv = self.rendezvous[mine]
+                    mine, when = mine[rdv], when[rdv]
+                if mine.size:
+                    self._hand_input(mine, when)
             pc[ranks] = k
             live = k < end[ranks]
             if not live.all():
@@ -625,8 +632,9 @@ class _Run:
         if not go.size:
             return
         h = self.hand.t[go]
-        if not self.on_arrival:
-            self._sent_input(go, h)
+        if not self.all_on_arrival:
+            later = ~self.on_arrival[go]
+            self._sent_input(go[later], h[later])
         a = h + self.msgs.delay_s[go]
         private = self.private[go]
         if not private.all():
@@ -660,8 +668,12 @@ class _Run:
 
     def _arrive(self, msgs: np.ndarray, times: np.ndarray) -> None:
         self._ops_ready(self.ops.input(self.msgs.recv[msgs], times))
-        if self.on_arrival:
+        if self.all_on_arrival:
             self.done.append((self.msgs.send[msgs], times))
+        else:
+            now = self.on_arrival[msgs]
+            if now.any():
+                self.done.append((self.msgs.send[msgs[now]], times[now]))
         nxt = self.next_msg[msgs]
         follow = (nxt >= 0) & self.private[msgs]
         if follow.any():

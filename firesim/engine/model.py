@@ -51,38 +51,41 @@ class Transport:
 
     fifo_pairs: the messages of one ordered rank pair go first-in first-out over one connection (TCP and
         NCCL channels serialise them); False: every message is its own flow, sharing links fairly.
-    eager_window_nbytes: a send completes locally once its connection's bytes not yet delivered, up to and
-        including this message's, fit in this many bytes (the socket buffering ``calibrate`` measures).
-        0: a send completes when its data has arrived; ``math.inf``: as soon as it is handed over.
-    message_overhead_s: time every message costs on top of ``alpha_s`` before its bytes move (a rendezvous
-        handshake, a per-message software path the small-message ping-pong that measures alpha skips).
+    rendezvous_nbytes: messages of at least this many bytes use the rendezvous protocol: their data moves
+        only once the matching recv is posted (gloo's send waits for the receiver's NOTIFY_RECV_READY; MPI
+        above its eager threshold). Smaller ones are eager: pushed at issue, and the send completes at once
+        (buffered). 0 (default): every message is rendezvous; ``math.inf``: every message is eager.
+    eager_window_nbytes: a rendezvous send completes once its connection's bytes not yet delivered, up to
+        and including its own, fit in this many bytes (the socket buffering ``calibrate`` measures).
+        0: when its data has arrived; ``math.inf``: as soon as it is handed over.
+    message_overhead_s: time a rendezvous message costs on top of ``alpha_s`` before its bytes move (MPI's
+        request-to-send / clear-to-send round trip, which the small eager ping-pong that measures alpha
+        does not pay).
     copy_s_per_byte: time per byte the receiver spends after the data arrived and before the recv
-        completes (a copy out of the transport's bounce buffers), on top of a reduce's gamma.
-    rendezvous: the data moves only once the matching recv is posted (gloo's send waits for the
-        receiver's NOTIFY_RECV_READY; MPI's large messages); False: it is pushed at issue.
+        completes (a copy out of the transport's buffers), on top of a reduce's gamma.
     """
 
     fifo_pairs: bool = True
+    rendezvous_nbytes: float = 0.0
     eager_window_nbytes: float = 0.0
     message_overhead_s: float = 0.0
     copy_s_per_byte: float = 0.0
-    rendezvous: bool = True
 
     def __post_init__(self):
-        for name in ("fifo_pairs", "rendezvous"):
-            if not isinstance(getattr(self, name), bool):
-                raise UserError(f"transport.{name}: must be true or false, got {getattr(self, name)!r}")
-        window = self.eager_window_nbytes
-        if isinstance(window, bool) or not isinstance(window, numbers.Real) or not window >= 0:
-            raise UserError(f"transport.eager_window_nbytes: must be a number >= 0 (inf allowed), got {window!r}")
+        if not isinstance(self.fifo_pairs, bool):
+            raise UserError(f"transport.fifo_pairs: must be true or false, got {self.fifo_pairs!r}")
+        for name in ("rendezvous_nbytes", "eager_window_nbytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+                raise UserError(f"transport.{name}: must be a number of bytes >= 0 (inf allowed), got {value!r}")
         for name in ("message_overhead_s", "copy_s_per_byte"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
                 raise UserError(f"transport.{name}: must be a finite number >= 0, got {value!r}")
 
 
-# ``eager=True`` of earlier versions: every send handed over at issue, without waiting for the receiver.
-EAGER = Transport(eager_window_nbytes=math.inf, rendezvous=False)
+# ``eager=True`` of earlier versions: every send pushed at issue and complete at once.
+EAGER = Transport(rendezvous_nbytes=math.inf)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,10 +237,10 @@ class Messages:
     """Every message (one per send op, in op order) and the static facts about it.
 
     A connection is a rank pair with ``fifo_pairs`` (its messages in send order), else a single message.
-    ``watch``/``watch_remaining``: the send of message m completes (at the latest) when message
+    A send completes at its hand-over (eager messages, and rendezvous ones whose connection's bytes fit the
+    window then), at its arrival (``on_arrival``: rendezvous with a zero window), or when message
     ``watch[m]`` of its connection has ``watch_remaining[m]`` bytes left, i.e. when the bytes of m's
-    connection not yet delivered, up to m's, fit the eager window; -1 where it needs no watch (completes on
-    arrival with a zero window, at hand-over when everything fits).
+    connection not yet delivered, up to m's, fit the eager window (-1: no watch).
     """
 
     send: np.ndarray  # op index of the send
@@ -245,8 +248,9 @@ class Messages:
     nbytes: np.ndarray  # float64
     pair: np.ndarray  # index into Network pairs
     prev: np.ndarray  # previous message of the same connection (-1: none)
-    delay_s: np.ndarray  # from hand-over to the first byte moving: alpha + overhead + route latency
-    on_arrival: bool  # zero window: sends complete when their data has arrived
+    rendezvous: np.ndarray  # bool: waits for the recv to be posted
+    delay_s: np.ndarray  # from hand-over to the first byte moving: alpha (+ overhead) + route latency
+    on_arrival: np.ndarray  # bool: the send completes when its data has arrived
     watch: np.ndarray
     watch_remaining: np.ndarray
     private: np.ndarray  # bool: its connection can never meet another flow on a link (see plan_facts)
@@ -264,20 +268,20 @@ def _connections(msg_pair: np.ndarray, fifo: bool) -> tuple[np.ndarray, np.ndarr
     return order, prev
 
 
-def _watches(nbytes: np.ndarray, order: np.ndarray, conn_sorted: np.ndarray, window: float):
-    """For every message: which message of its connection holds the byte at which its send completes,
-    and how many bytes that message has left then (see ``Messages``)."""
+def _watches(nbytes: np.ndarray, order: np.ndarray, conn_sorted: np.ndarray, window: float, watched: np.ndarray):
+    """For every ``watched`` message: which message of its connection holds the byte at which its send
+    completes, and how many bytes that message has left then (see ``Messages``)."""
     m = nbytes.shape[0]
     watch = np.full(m, -1, np.int64)
     remaining = np.zeros(m)
-    if window == 0 or not math.isfinite(window) or m == 0:
+    if window == 0 or not math.isfinite(window) or not watched.any():
         return watch, remaining
     b = nbytes[order]
     cum_end = np.cumsum(b)  # over all connections in turn: a connection's bytes are a contiguous range
     new = np.concatenate([[True], conn_sorted[1:] != conn_sorted[:-1]])
     base = np.maximum.accumulate(np.where(new, cum_end - b, 0.0))  # bytes of the connections before
     target = cum_end - window  # the connection must have delivered up to here
-    needs = target > base
+    needs = (target > base) & watched[order]
     pos = np.searchsorted(cum_end, target[needs], side="left")
     who = order[needs]
     watch[who] = order[pos]
@@ -293,8 +297,10 @@ def plan_messages(plan: Plan, rank: np.ndarray, nbytes_op: np.ndarray, net: Netw
     pair = np.searchsorted(net.pair_keys, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends])
     order, prev = _connections(pair, transport.fifo_pairs)
     conn_sorted = pair[order] if transport.fifo_pairs else order
-    watch, remaining = _watches(nbytes, order, conn_sorted, float(transport.eager_window_nbytes))
-    delay = alpha_s + transport.message_overhead_s + net.pair_latency_s[pair]
+    rendezvous = nbytes >= transport.rendezvous_nbytes
+    window = float(transport.eager_window_nbytes)
+    watch, remaining = _watches(nbytes, order, conn_sorted, window, rendezvous)
+    delay = alpha_s + np.where(rendezvous, transport.message_overhead_s, 0.0) + net.pair_latency_s[pair]
     # Links that only one pair's messages ever cross, none with a token bucket: with FIFO connections a
     # flow there is always alone, so its rate is the route's bottleneck whatever else happens.
     links_per_pair = np.diff(net.pair_ptr)
@@ -308,8 +314,8 @@ def plan_messages(plan: Plan, rank: np.ndarray, nbytes_op: np.ndarray, net: Netw
     else:
         pair_private = np.ones(len(links_per_pair), bool)
     private = pair_private[pair] if transport.fifo_pairs else links_per_pair[pair] == 0
-    return Messages(send=sends, recv=partner[sends], nbytes=nbytes, pair=pair, prev=prev, delay_s=delay,
-                    on_arrival=float(transport.eager_window_nbytes) == 0, watch=watch, watch_remaining=remaining,
+    return Messages(send=sends, recv=partner[sends], nbytes=nbytes, pair=pair, prev=prev, rendezvous=rendezvous,
+                    delay_s=delay, on_arrival=rendezvous & (window == 0), watch=watch, watch_remaining=remaining,
                     private=private)
 
 

@@ -30,8 +30,12 @@ class _Network:
         self.fifo = s.transport.fifo_pairs
         self.arrived = arrived
         self.flows: dict[int, dict] = {}  # message -> links, rem (bytes left at t0), rate, t0
-        self.in_flight: dict = {}  # connection -> its message on the wire
-        self.queued: dict = defaultdict(deque)  # connection -> messages handed over, waiting their turn
+        # each connection's messages in send order (the order it carries them), and which were handed over
+        self.order: dict = defaultdict(deque)
+        for m in range(msgs.send.shape[0]):
+            self.order[self._conn(m)].append(m)
+        self.ready: set[int] = set()
+        self.busy: set = set()  # connections with a message on the wire
         self.watchers: dict[int, list] = defaultdict(list)  # message k -> [(bytes left, event)] not yet fired
         for m in np.flatnonzero(msgs.watch >= 0).tolist():
             self.watchers[int(msgs.watch[m])].append((float(msgs.watch_remaining[m]), watched[m]))
@@ -43,32 +47,35 @@ class _Network:
 
     # -- changes -------------------------------------------------------------------------------------
     def activate(self, m: int) -> None:
-        """Message m's bytes are ready to go: on the wire now, or behind the connection's earlier ones."""
+        """Message m's bytes are ready to go: on the wire once the connection's earlier ones are through."""
         self._progress()
-        conn = self._conn(m)
-        if conn in self.in_flight or self.queued[conn]:
-            self.queued[conn].append(m)
-        else:
-            self._start(m)
+        self.ready.add(m)
+        self._next(self._conn(m))
         self._reshare()
 
-    def _start(self, m: int) -> None:
-        links = self.s.network.route(int(self.s.messages.pair[m]))
-        self.in_flight[self._conn(m)] = m
-        if self.s.messages.nbytes[m] <= 0 or not links:
-            self._finish(m)
-        else:
-            self.flows[m] = {"links": links, "rem": float(self.s.messages.nbytes[m]), "rate": 0.0}
+    def _next(self, conn) -> None:
+        """Put the connection's next message on the wire if it is free and that message is ready."""
+        queue = self.order[conn]
+        while conn not in self.busy and queue and queue[0] in self.ready:
+            m = queue.popleft()
+            links = self.s.network.route(int(self.s.messages.pair[m]))
+            if self.s.messages.nbytes[m] <= 0 or not links:
+                self._arrive(m)
+            else:
+                self.busy.add(conn)
+                self.flows[m] = {"links": links, "rem": float(self.s.messages.nbytes[m]), "rate": 0.0}
 
-    def _finish(self, m: int) -> None:
-        self.flows.pop(m, None)
+    def _arrive(self, m: int) -> None:
         for _, event in self.watchers.pop(m, []):
             event.succeed()
         self.arrived[m].succeed()
+
+    def _finish(self, m: int) -> None:
+        self.flows.pop(m)
+        self._arrive(m)
         conn = self._conn(m)
-        del self.in_flight[conn]
-        if self.queued[conn]:
-            self._start(self.queued[conn].popleft())
+        self.busy.discard(conn)
+        self._next(conn)
 
     # -- time ------------------------------------------------------------------------------------------
     def _load(self) -> dict[int, float]:
@@ -134,7 +141,7 @@ class _Network:
 
 def run_reference(s: Setup):
     """``simulate`` written plainly; see the module docstring."""
-    plan, msgs, transport = s.plan, s.messages, s.transport
+    plan, msgs = s.plan, s.messages
     n = plan.n_ops
     release = [math.nan] * n if s.release_s is None else s.release_s.tolist()
     op, chunk, span, peer = plan.op.tolist(), plan.chunk.tolist(), plan.span.tolist(), plan.peer.tolist()
@@ -181,10 +188,10 @@ def run_reference(s: Setup):
 
     def sender(j: int):
         m = message_of[j]
-        if transport.rendezvous:
+        if msgs.rendezvous[m]:
             yield posted[int(msgs.recv[m])]
         env.process(hand_over(m))
-        if msgs.on_arrival:
+        if msgs.on_arrival[m]:
             yield arrived[m]
         elif msgs.watch[m] >= 0:
             yield watched[m]
