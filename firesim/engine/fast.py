@@ -33,7 +33,9 @@ from firesim.engine.model import (
     TOLERANCE_ABS_s,
     expand,
     limit,
+    position_major,
     recv_delay_s,
+    stable_argsort,
 )
 from firesim.plans.ir import Op, Plan
 
@@ -53,7 +55,7 @@ def chunk_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = plan.span[named].astype(np.int64)
     if np.all(s == 1):
         key = r * plan.chunks + c
-        order = np.argsort(key, kind="stable")
+        order = stable_argsort(key)
         same = key[order[1:]] == key[order[:-1]]
         return named[order[:-1][same]], named[order[1:][same]]
     width = plan.chunks + 1
@@ -73,7 +75,7 @@ def chunk_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _csr(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """values grouped by key (0 <= key < n): (ptr, values sorted by key, stable)."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_argsort(keys)
     ptr = np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n))]).astype(np.int64)
     return ptr, values[order]
 
@@ -189,7 +191,7 @@ class _Network:
         return idx, w, self.f_t0[idx] + (self.f_rem[idx] - self.w_left[self.w_ids[w]]) / self.f_rate[idx]
 
     def _next_watch(self) -> float:
-        if not self.f_msg.size:
+        if not self.f_msg.size or not self.w_ids.size:
             return math.inf
         cross = self._watch_cross()[2]
         return float(cross.min()) if cross.size else math.inf
@@ -224,7 +226,7 @@ class _Network:
 
     def _fire_watches(self, until: float, inclusive: bool, out) -> None:
         """Watchers of flows on the wire whose byte count is reached before ``until`` (rates are fixed until then)."""
-        while self.f_msg.size:
+        while self.f_msg.size and self.w_ids.size:
             idx, w, cross = self._watch_cross()
             due = cross <= until if inclusive else cross < until
             if not due.any():
@@ -256,10 +258,13 @@ class _Network:
         ids, a = self.p_ids, self.p_time
         start = np.where(cand, eligible, np.nan)
         # a connection's later messages behind earlier ones that start now: one more of each chain per pass
-        where = np.full(self.m_fin.shape[0], -1, np.int64)
-        where[ids] = np.arange(ids.shape[0])
-        behind = where[self.prev[ids]]  # position of the previous message among the handed-over ones
-        waiting = ~cand & (behind >= 0)
+        waiting = ~cand & np.isinf(self.m_fin[self.prev[ids]])  # the previous one has not started
+        if waiting.any():
+            order = np.argsort(ids)
+            at = np.searchsorted(ids[order], self.prev[ids])
+            at = np.minimum(at, ids.shape[0] - 1)
+            behind = np.where(ids[order][at] == self.prev[ids], order[at], -1)  # position of the previous one
+            waiting &= behind >= 0
         while waiting.any():
             i = np.flatnonzero(waiting)
             ahead = behind[i]
@@ -420,38 +425,10 @@ def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """(new index of every op, op of every new index): ops numbered by position in their rank's program,
     then by rank. Ranks advance roughly in step, so the ops one dataflow pass touches lie together in
     memory (a pass over 1024 ranks of a 4 M-op ring reads a few cache lines per array, not 1024)."""
-    n, p = plan.n_ops, plan.ranks
-    pos = np.arange(n, dtype=np.int64) - plan.offsets[:-1][rank]
-    lengths = np.diff(plan.offsets)
-    new = np.empty(n, np.int64)
-    if n and np.all(lengths == lengths[0]):
-        new[:] = pos * p + rank
-        orig = np.empty(n, np.int64)
-        orig[new] = np.arange(n, dtype=np.int64)
-        return new, orig
-    orig = np.argsort(pos.astype(np.uint16) if n and pos.max() < 1 << 16 else pos, kind="stable")  # radix for u16
-    new[orig] = np.arange(n, dtype=np.int64)
+    orig = position_major(plan.offsets, rank)
+    new = np.empty(plan.n_ops, np.int64)
+    new[orig] = np.arange(plan.n_ops, dtype=np.int64)
     return new, orig
-
-
-def _renumber_messages(msgs: Messages, new_op: np.ndarray) -> Messages:
-    """The messages in the order of their sends' new numbers, pointing at new op numbers."""
-    m = msgs.send.shape[0]
-    slot = np.full(new_op.shape[0], -1, np.int64)
-    slot[new_op[msgs.send]] = np.arange(m)
-    order = slot[slot >= 0]  # old message ids, by new send number
-    new_id = np.empty(m + 1, np.int64)
-    new_id[order] = np.arange(m)
-    new_id[m] = -1
-
-    def remap(ids: np.ndarray) -> np.ndarray:
-        return new_id[np.where(ids >= 0, ids, m)]
-
-    return dataclasses.replace(
-        msgs, send=new_op[msgs.send[order]], recv=new_op[msgs.recv[order]], nbytes=msgs.nbytes[order],
-        pair=msgs.pair[order], prev=remap(msgs.prev[order]), delay_s=msgs.delay_s[order],
-        watch=remap(msgs.watch[order]), watch_remaining=msgs.watch_remaining[order], private=msgs.private[order],
-        rendezvous=msgs.rendezvous[order], on_arrival=msgs.on_arrival[order])
 
 
 class _Run:
@@ -502,8 +479,8 @@ class _Run:
         self.compute_s[computes] = plan.seconds[orig[computes]] / s.speed[self.rank[computes]]
         self.t_start = np.full(n, np.nan)
         self.t_end = np.full(n, np.nan)
-        # messages
-        msgs = _renumber_messages(s.messages, new)
+        # messages (already numbered k-th send of every rank together, see plan_messages)
+        msgs = dataclasses.replace(s.messages, send=new[s.messages.send], recv=new[s.messages.recv])
         m = msgs.nbytes.shape[0]
         self.msgs = msgs
         self.msg_of = np.full(n, -1, np.int64)
@@ -525,9 +502,11 @@ class _Run:
         # and, if it has a watch, once its connection's bytes fit the window
         self.on_arrival = msgs.on_arrival
         self.all_on_arrival = bool(msgs.on_arrival.all())
-        self.sent = _Countdown(1 + (msgs.watch >= 0))
+        if not self.all_on_arrival:
+            self.sent = _Countdown(1 + (msgs.watch >= 0))
         self.has_watches = bool(watching.size)
-        self.watchers = _csr(msgs.watch[watching], watching, m)
+        self.watchers = (_csr(msgs.watch[watching], watching, m) if self.has_watches
+                         else (np.zeros(m + 1, np.int64), np.zeros(0, np.int64)))
         self.network = _Network(s, msgs, self.watchers)
         # work queues of the dataflow: (ids, times)
         self.arrivals: list = []

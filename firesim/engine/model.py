@@ -31,6 +31,31 @@ def limit(t: float) -> float:
     return t + abs(t) * TOLERANCE + TOLERANCE_ABS_s
 
 
+def stable_argsort(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for integer keys >= 0, in one or two radix passes of 16 bits where
+    they fit in 32 (numpy radix-sorts 16-bit keys; wider ones go to timsort, several times slower)."""
+    if key.size == 0 or key.max() >= 1 << 32 or key.min() < 0:
+        return np.argsort(key, kind="stable")
+    low = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    if key.max() < 1 << 16:
+        return low
+    high = np.argsort((key[low] >> 16).astype(np.uint16), kind="stable")
+    return low[high]
+
+
+def position_major(offsets: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Items grouped by rank (CSR ``offsets``) in the order (position within their rank, rank): ranks
+    advance roughly in step, so items handled together lie together in memory."""
+    n, p = rank.shape[0], offsets.shape[0] - 1
+    pos = np.arange(n, dtype=np.int64) - offsets[:-1][rank]
+    lengths = np.diff(offsets)
+    if n and np.all(lengths == lengths[0]):
+        order = np.empty(n, np.int64)
+        order[pos * p + rank] = np.arange(n, dtype=np.int64)
+        return order
+    return stable_argsort(pos)
+
+
 def expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenation of the ranges lo[i]:hi[i] (vectorised CSR gather)."""
     counts = hi - lo
@@ -262,7 +287,7 @@ def _connections(msg_pair: np.ndarray, fifo: bool) -> tuple[np.ndarray, np.ndarr
     prev = np.full(m, -1, np.int64)
     if not fifo:
         return np.arange(m, dtype=np.int64), prev
-    order = np.argsort(msg_pair, kind="stable")  # message ids are in op order: send order within a pair
+    order = stable_argsort(msg_pair)  # message ids follow each sender's program: send order within a pair
     same = msg_pair[order[1:]] == msg_pair[order[:-1]]
     prev[order[1:][same]] = order[:-1][same]
     return order, prev
@@ -293,6 +318,9 @@ def plan_messages(plan: Plan, rank: np.ndarray, nbytes_op: np.ndarray, net: Netw
                   alpha_s: float) -> Messages:
     partner = match_messages(plan)
     sends = np.flatnonzero(plan.op == Op.SEND)
+    src = rank[sends]
+    per_rank = np.bincount(src, minlength=plan.ranks)
+    sends = sends[position_major(np.concatenate([[0], np.cumsum(per_rank)]), src)]  # k-th sends of all ranks together
     nbytes = nbytes_op[sends].astype(np.float64)
     pair = np.searchsorted(net.pair_keys, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends])
     order, prev = _connections(pair, transport.fifo_pairs)
