@@ -4,6 +4,7 @@ reference (a SimPy process per rank, per-flow events) on random plans and topolo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import networkx as nx
@@ -594,3 +595,21 @@ def test_cluster_topology_latency_once_per_message_and_nvlink_inside_nodes():
     near = simulate(plan.with_nbytes(2**30), G, placement=G.graph["endpoints"][:2], alpha_s=0.0, gamma_s_per_byte=0.0)
     far = simulate(plan.with_nbytes(2**30), G, placement=G.graph["endpoints"][::15], alpha_s=0.0, gamma_s_per_byte=0.0)
     assert far.duration_s > 5 * near.duration_s  # NVLink inside the node, a NIC between nodes
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_plans())
+def test_chunk_chain_scan_equals_the_sort(plan):
+    """The position scan the fast engine uses for big one-chunk-per-op plans finds the same chunk predecessors
+    as the sort (``chunk_order``), here forced on small random plans."""
+    from firesim.engine.fast import _chunk_chain, _position_major, chunk_order
+
+    if not np.all(plan.span == 1):
+        plan = dataclasses.replace(plan, span=np.ones_like(plan.span))
+    rank = plan.op_rank()
+    new, orig = _position_major(plan, rank)
+    chain = _chunk_chain(plan, rank, orig, min_per_position=0)
+    pred, succ = chunk_order(plan, rank)
+    expected = np.full(plan.n_ops, -1, np.int64)
+    expected[new[succ]] = new[pred]
+    assert chain is not None and np.array_equal(chain, expected)

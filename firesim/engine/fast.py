@@ -421,6 +421,27 @@ class _Outputs:
 # the dataflow
 
 
+def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, min_per_position: int = 64) -> np.ndarray | None:
+    """Where every op names one chunk (span 1): each op's previous op on its chunk at its rank, in the
+    position-major numbering (-1: none), by a scan over program positions (all ranks' k-th ops at once);
+    None where ``chunk_order``'s sort is cheaper (spans, or few ranks per position)."""
+    n = plan.n_ops
+    positions = int(np.diff(plan.offsets).max(initial=0))
+    if n == 0 or positions * min_per_position > n or not np.all(plan.span == 1):
+        return None
+    unnamed = plan.ranks * plan.chunks  # computes on no chunk share a slot nobody else reads
+    key = np.where(plan.chunk >= 0, rank.astype(np.int64) * plan.chunks + plan.chunk, unnamed)[orig]
+    last = np.full(unnamed + 1, -1, np.int64)
+    prev = np.empty(n, np.int64)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(np.arange(n) - plan.offsets[:-1][rank], minlength=positions))])
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        k = key[a:b]
+        prev[a:b] = last[k]
+        last[k] = np.arange(a, b)
+    prev[key == unnamed] = -1
+    return prev
+
+
 def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(new index of every op, op of every new index): ops numbered by position in their rank's program,
     then by rank. Ranks advance roughly in step, so the ops one dataflow pass touches lie together in
@@ -454,18 +475,28 @@ class _Run:
         at = np.where(blocking, np.arange(n, dtype=np.int64), n)
         self.next_block = np.minimum(np.minimum.accumulate(at[::-1])[::-1], self.end[rank]) if n else at
         self.pc = plan.offsets[:-1].astype(np.int64).copy()
-        pred, succ = chunk_order(plan, s.rank)
-        pred, succ = new[pred], new[succ]
-        n_pred = np.bincount(succ, minlength=n)
-        n_succ = np.bincount(pred, minlength=n)
-        self.single_pred = bool(n_pred.max(initial=0) <= 1)
-        self.single_succ = bool(n_succ.max(initial=0) <= 1)
-        if self.single_succ:
+        chain = _chunk_chain(plan, rank, orig)
+        if chain is not None:  # one chunk per op: one chain per (rank, chunk)
+            has = chain >= 0
+            n_pred = has.astype(np.int64)
+            self.single_pred = self.single_succ = True
             self.succ1 = np.full(n, -1, np.int64)
-            self.succ1[pred] = succ
+            self.succ1[chain[has]] = np.flatnonzero(has)
         else:
-            self.succ_ptr, self.succ = _csr(pred, succ, n)
+            pred, succ = chunk_order(plan, s.rank)
+            pred, succ = new[pred], new[succ]
+            n_pred = np.bincount(succ, minlength=n)
+            n_succ = np.bincount(pred, minlength=n)
+            self.single_pred = bool(n_pred.max(initial=0) <= 1)
+            self.single_succ = bool(n_succ.max(initial=0) <= 1)
+            if self.single_succ:
+                self.succ1 = np.full(n, -1, np.int64)
+                self.succ1[pred] = succ
+            else:
+                self.succ_ptr, self.succ = _csr(pred, succ, n)
         self.is_recv = (self.kind == Op.RECV) | (self.kind == Op.REDUCE)
+        self.is_compute = self.kind == Op.COMPUTE
+        self.has_compute = bool(self.is_compute.any())
         # an op: chunk predecessors, plus posting and arrival (recvs) or the program counter, plus its gate
         wait = n_pred + 1 + self.is_recv
         if s.release_s is not None:
@@ -474,9 +505,10 @@ class _Run:
             wait[gates] += 1
         self.ops = _Countdown(wait)
         self.recv_delay = recv_delay_s(s, self.kind, orig)
-        computes = np.flatnonzero(self.kind == Op.COMPUTE)
-        self.compute_s = np.zeros(n)
-        self.compute_s[computes] = plan.seconds[orig[computes]] / s.speed[self.rank[computes]]
+        if self.has_compute:
+            computes = np.flatnonzero(self.is_compute)
+            self.compute_s = np.zeros(n)
+            self.compute_s[computes] = plan.seconds[orig[computes]] / s.speed[self.rank[computes]]
         self.t_start = np.full(n, np.nan)
         self.t_end = np.full(n, np.nan)
         # messages (already numbered k-th send of every rank together, see plan_messages)
@@ -539,11 +571,12 @@ class _Run:
     def _issue(self, ranks: np.ndarray, ops: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ready sends/computes at the ranks' pcs start at ``times``; returns the ranks that issue on."""
         self.t_start[ops] = times
-        send = self.kind[ops] == Op.SEND
-        if not send.all():
-            comp = ops[~send]
-            self.done.append((comp, times[~send] + self.compute_s[comp]))
-            ranks, ops, times = ranks[send], ops[send], times[send]
+        if self.has_compute:
+            comp = self.is_compute[ops]
+            if comp.any():
+                done = ops[comp]
+                self.done.append((done, times[comp] + self.compute_s[done]))
+                ranks, ops, times = ranks[~comp], ops[~comp], times[~comp]
         if ops.size:
             self.pc[ranks] = self.orig[ops] + 1
             self._hand_input(self.msg_of[ops], times)
@@ -595,12 +628,12 @@ class _Run:
         else:
             lo, hi = self.succ_ptr[ops], self.succ_ptr[ops + 1]
             nxt, when = self.succ[expand(lo, hi)], np.repeat(times, hi - lo)
-        comp = self.kind[ops] == Op.COMPUTE
-        if comp.any():
+        comp = self.is_compute[ops] if self.has_compute else None
+        if comp is not None and comp.any():
             self.pc[self.rank[ops[comp]]] = self.orig[ops[comp]] + 1
         if nxt.size:
             self._ops_ready(self.ops.input(nxt, when) if self.single_pred else self.ops.input_repeated(nxt, when))
-        if comp.any():
+        if comp is not None and comp.any():
             self._advance(self.rank[ops[comp]], times[comp])
 
     # -- messages ----------------------------------------------------------------------------------------
