@@ -281,13 +281,26 @@ class Messages:
     private: np.ndarray  # bool: its connection can never meet another flow on a link (see plan_facts)
 
 
-def _connections(msg_pair: np.ndarray, fifo: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(order, prev): messages sorted by connection then send order, and each one's predecessor."""
+def _connections(msg_pair: np.ndarray, fifo: bool, ordinal: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(order, prev): messages sorted by connection then send order (None: not computed, the caller sorts
+    if it needs it), and each one's predecessor.
+
+    Messages come numbered by ``ordinal`` (k-th send of its rank) then rank, so messages of one pair are in
+    send order, and one ordinal's block holds at most one message per pair."""
     m = msg_pair.shape[0]
     prev = np.full(m, -1, np.int64)
     if not fifo:
         return np.arange(m, dtype=np.int64), prev
-    order = stable_argsort(msg_pair)  # message ids follow each sender's program: send order within a pair
+    blocks = int(ordinal.max(initial=-1)) + 1
+    if blocks * 64 <= m:  # a scan over ordinals: all ranks' k-th messages at once
+        last = np.full(int(msg_pair.max()) + 1, -1, np.int64)
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(ordinal, minlength=blocks))]).tolist()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            k = msg_pair[a:b]
+            prev[a:b] = last[k]
+            last[k] = np.arange(a, b)
+        return None, prev
+    order = stable_argsort(msg_pair)
     same = msg_pair[order[1:]] == msg_pair[order[:-1]]
     prev[order[1:][same]] = order[:-1][same]
     return order, prev
@@ -314,19 +327,42 @@ def _watches(nbytes: np.ndarray, order: np.ndarray, conn_sorted: np.ndarray, win
     return watch, remaining
 
 
-def plan_messages(plan: Plan, rank: np.ndarray, nbytes_op: np.ndarray, net: Network, transport: Transport,
-                  alpha_s: float) -> Messages:
-    partner = match_messages(plan)
+def message_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(send ops, their ordinal at their rank, their pair key src * ranks + dst), numbered k-th send of
+    every rank together: ranks send in step, so messages handled together lie together in memory."""
     sends = np.flatnonzero(plan.op == Op.SEND)
     src = rank[sends]
-    per_rank = np.bincount(src, minlength=plan.ranks)
-    sends = sends[position_major(np.concatenate([[0], np.cumsum(per_rank)]), src)]  # k-th sends of all ranks together
+    starts = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=plan.ranks))])
+    order = position_major(starts, src)
+    sends = sends[order]
+    ordinal = (order - starts[:-1][src[order]])
+    return sends, ordinal, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends]
+
+
+def pair_index(keys: np.ndarray, ranks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct keys ascending, each key's index among them); a dense table where ranks^2 is small."""
+    if ranks * ranks <= max(1 << 22, 4 * keys.shape[0]):
+        seen = np.zeros(ranks * ranks, bool)
+        seen[keys] = True
+        distinct = np.flatnonzero(seen)
+        slot = np.empty(ranks * ranks, np.int64)
+        slot[distinct] = np.arange(distinct.shape[0])
+        return distinct, slot[keys]
+    distinct, index = np.unique(keys, return_inverse=True)
+    return distinct, index
+
+
+def plan_messages(plan: Plan, order: tuple[np.ndarray, np.ndarray, np.ndarray], pair: np.ndarray,
+                  nbytes_op: np.ndarray, net: Network, transport: Transport, alpha_s: float) -> Messages:
+    partner = match_messages(plan)
+    sends, ordinal, _ = order
     nbytes = nbytes_op[sends].astype(np.float64)
-    pair = np.searchsorted(net.pair_keys, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends])
-    order, prev = _connections(pair, transport.fifo_pairs)
-    conn_sorted = pair[order] if transport.fifo_pairs else order
+    order, prev = _connections(pair, transport.fifo_pairs, ordinal)
     rendezvous = nbytes >= transport.rendezvous_nbytes
     window = float(transport.eager_window_nbytes)
+    if 0 < window < math.inf and order is None:
+        order = stable_argsort(pair)
+    conn_sorted = (pair[order] if transport.fifo_pairs else order) if order is not None else None
     watch, remaining = _watches(nbytes, order, conn_sorted, window, rendezvous)
     delay = alpha_s + np.where(rendezvous, transport.message_overhead_s, 0.0) + net.pair_latency_s[pair]
     # Links that only one pair's messages ever cross, none with a token bucket: with FIFO connections a
@@ -408,11 +444,11 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
         raise UserError(f"release_s: needs {plan.n_ops} times >= 0 (NaN: none)")
     G = resolve_topology(topology, p, beta_s_per_byte)
     rank = plan.op_rank()
-    sends = np.flatnonzero(plan.op == Op.SEND)
-    pair_keys = np.unique(rank[sends].astype(np.int64) * p + plan.peer[sends])
+    sends = message_order(plan, rank)
+    pair_keys, pair = pair_index(sends[2], p)
     pairs = np.stack([pair_keys // p, pair_keys % p], axis=1)
     network = build_network(G, p, pairs, placement=placement, link_overrides=link_overrides, seed=seed)
-    messages = plan_messages(plan, rank, nbytes, network, transport, float(alpha_s))
+    messages = plan_messages(plan, sends, pair, nbytes, network, transport, float(alpha_s))
     hardware = f"alpha={alpha_s:.4g}s gamma={gamma_s_per_byte:.4g}s/B"
     if topology is None:
         hardware += f" beta={beta_s_per_byte:.4g}s/B"
