@@ -607,8 +607,8 @@ def test_chunk_chain_scan_equals_the_sort(plan):
     if not np.all(plan.span == 1):
         plan = dataclasses.replace(plan, span=np.ones_like(plan.span))
     rank = plan.op_rank()
-    new, orig = _position_major(plan, rank)
-    chain = _chunk_chain(plan, rank, orig, min_per_position=0)
+    new, orig, bounds = _position_major(plan, rank)
+    chain = _chunk_chain(plan, rank, orig, bounds, min_per_position=0)
     pred, succ = chunk_order(plan, rank)
     expected = np.full(plan.n_ops, -1, np.int64)
     expected[new[succ]] = new[pred]

@@ -421,19 +421,19 @@ class _Outputs:
 # the dataflow
 
 
-def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, min_per_position: int = 64) -> np.ndarray | None:
+def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, bounds: np.ndarray,
+                 min_per_position: int = 64) -> np.ndarray | None:
     """Where every op names one chunk (span 1): each op's previous op on its chunk at its rank, in the
-    position-major numbering (-1: none), by a scan over program positions (all ranks' k-th ops at once);
-    None where ``chunk_order``'s sort is cheaper (spans, or few ranks per position)."""
+    position-major numbering (``orig``, blocks of one position at ``bounds``; -1: none), by a scan over
+    program positions (all ranks' k-th ops at once); None where ``chunk_order``'s sort is cheaper (spans,
+    or few ranks per position)."""
     n = plan.n_ops
-    positions = int(np.diff(plan.offsets).max(initial=0))
-    if n == 0 or positions * min_per_position > n or not np.all(plan.span == 1):
+    if n == 0 or (bounds.shape[0] - 1) * min_per_position > n or not np.all(plan.span == 1):
         return None
     unnamed = plan.ranks * plan.chunks  # computes on no chunk share a slot nobody else reads
     key = np.where(plan.chunk >= 0, rank.astype(np.int64) * plan.chunks + plan.chunk, unnamed)[orig]
     last = np.full(unnamed + 1, -1, np.int64)
     prev = np.empty(n, np.int64)
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(np.arange(n) - plan.offsets[:-1][rank], minlength=positions))])
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         k = key[a:b]
         prev[a:b] = last[k]
@@ -442,14 +442,15 @@ def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, min_per_positio
     return prev
 
 
-def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(new index of every op, op of every new index): ops numbered by position in their rank's program,
-    then by rank. Ranks advance roughly in step, so the ops one dataflow pass touches lie together in
-    memory (a pass over 1024 ranks of a 4 M-op ring reads a few cache lines per array, not 1024)."""
-    orig = position_major(plan.offsets, rank)
+def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(new index of every op, op of every new index, bounds of each program position's block): ops
+    numbered by position in their rank's program, then by rank. Ranks advance roughly in step, so the ops
+    one dataflow pass touches lie together in memory (a pass over 1024 ranks of a 4 M-op ring reads a few
+    cache lines per array, not 1024)."""
+    orig, bounds = position_major(plan.offsets, rank)
     new = np.empty(plan.n_ops, np.int64)
     new[orig] = np.arange(plan.n_ops, dtype=np.int64)
-    return new, orig
+    return new, orig, bounds
 
 
 class _Run:
@@ -464,7 +465,7 @@ class _Run:
         n, p = plan.n_ops, plan.ranks
         self.s = s
         rank = s.rank
-        new, orig = _position_major(plan, rank)
+        new, orig, bounds = _position_major(plan, rank)
         self.new, self.orig = new, orig
         self.kind = plan.op[orig]
         self.rank = rank[orig].astype(np.int64)
@@ -475,7 +476,7 @@ class _Run:
         at = np.where(blocking, np.arange(n, dtype=np.int64), n)
         self.next_block = np.minimum(np.minimum.accumulate(at[::-1])[::-1], self.end[rank]) if n else at
         self.pc = plan.offsets[:-1].astype(np.int64).copy()
-        chain = _chunk_chain(plan, rank, orig)
+        chain = _chunk_chain(plan, rank, orig, bounds)
         if chain is not None:  # one chunk per op: one chain per (rank, chunk)
             has = chain >= 0
             n_pred = has.astype(np.int64)

@@ -43,17 +43,19 @@ def stable_argsort(key: np.ndarray) -> np.ndarray:
     return low[high]
 
 
-def position_major(offsets: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Items grouped by rank (CSR ``offsets``) in the order (position within their rank, rank): ranks
-    advance roughly in step, so items handled together lie together in memory."""
+def position_major(offsets: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Items grouped by rank (CSR ``offsets``) in the order (position within their rank, rank), and the
+    bounds of each position's block in that order: ranks advance roughly in step, so items handled together
+    lie together in memory."""
     n, p = rank.shape[0], offsets.shape[0] - 1
-    pos = np.arange(n, dtype=np.int64) - offsets[:-1][rank]
     lengths = np.diff(offsets)
+    positions = int(lengths.max(initial=0))
     if n and np.all(lengths == lengths[0]):
-        order = np.empty(n, np.int64)
-        order[pos * p + rank] = np.arange(n, dtype=np.int64)
-        return order
-    return stable_argsort(pos)
+        order = np.arange(n, dtype=np.int64).reshape(p, positions).T.ravel()
+        return order, np.arange(0, n + 1, p, dtype=np.int64)
+    pos = np.arange(n, dtype=np.int64) - offsets[:-1][rank]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=positions))]).astype(np.int64)
+    return stable_argsort(pos), bounds
 
 
 def expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -333,7 +335,7 @@ def message_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     sends = np.flatnonzero(plan.op == Op.SEND)
     src = rank[sends]
     starts = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=plan.ranks))])
-    order = position_major(starts, src)
+    order, _ = position_major(starts, src)
     sends = sends[order]
     ordinal = (order - starts[:-1][src[order]])
     return sends, ordinal, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends]
