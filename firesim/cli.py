@@ -77,48 +77,70 @@ def _cluster(hardware: str, catalog: Path | None):
 CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Extra YAML that overrides or adds catalog entries.")]
 
 
+def _memory(cell: tuple[float, bool | None, float | None]) -> str:
+    """GiB per GPU, '3.2G'; in red with the GPU's size when it does not fit: '112G>80!'."""
+    gib, fits, capacity = cell
+    text = f"{gib:,.0f}G" if gib >= 100 else f"{gib:.3g}G"
+    return f"[red]{text}>{capacity:g}![/red]" if fits is False else text
+
+
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="Model from `firesim models list`.")] = "googlenet",
+    model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile .json.")] = "googlenet",
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence; must be the profile's own "
+                                                     "(`firerun profile --seq-len` writes others).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
-    batch: Annotated[int | None, typer.Option(help="Global batch (split over the GPUs).")] = None,
-    batch_per_gpu: Annotated[int | None, typer.Option(help="Batch per GPU (global batch grows with GPUs).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Global batch per optimizer step (split over the GPUs).")] = None,
+    batch_per_gpu: Annotated[int | None, typer.Option(help="Micro-batch per GPU (global batch grows with GPUs).")] = None,
+    accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step (gradient accumulation).")] = 1,
     epochs: Annotated[float, typer.Option(help="Epochs to train.")] = 90.0,
     baseline_batch: Annotated[int, typer.Option(help="Batch of the one-GPU run that speedup compares against.")] = 32,
-    dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="Compute type: fp32, tf32, or mixed precision fp16, bf16, fp8 (fp32 master weights).")] = "fp32",
+    grad_dtype: Annotated[str | None, typer.Option(help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")] = None,
+    optimizer: Annotated[str, typer.Option(help="auto (momentum for convnets, adamw otherwise), sgd, momentum, adam, adamw, lamb.")] = "auto",
+    overheads: Annotated[str, typer.Option(help="default, none, or interference=0.189,spread=0.01,optimizer=on,input=catalog|none|RATE.")] = "default",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[str, typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",
     hardware_catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm."""
+    """Predict iteration time, time to train, speedup, cost and memory per GPU for each GPU count and algorithm."""
+    from firesim.compute import parse_overheads
+
     if batch is None and batch_per_gpu is None:
         batch = 1024
-    profile = load_workload(model)
+    profile = load_workload(model, seq_len)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
     algos = split_specs(algo)
     for a in algos:
-        resolve(a)
+        resolve(a, ranks_per_node=cluster.gpus_per_node)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
+    costs = parse_overheads(overheads)
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
-                         baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=bucket_nbytes, engine=engine).record()
+                         baseline_batch=baseline_batch, dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer,
+                         overheads=costs, accumulation=accumulation, overlap=overlap, bucket_nbytes=bucket_nbytes,
+                         engine=engine).record()
         for g in gpu_counts for a in algos
     ]
-    title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
+    head = records[0]
+    title = (f"{model} on {cluster.name} ({engine}), {head['dtype']} (grads {head['grad_dtype']}, {head['optimizer']}), "
+             f"batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
              f"(speedup vs 1 GPU at batch {baseline_batch})")
-    table = _table(title, records, [
+    rows = [{**r, "memory": (r["memory_GiB"], r["fits"], r["memory_capacity_GiB"])} for r in records]
+    table = _table(title, rows, [
         ("gpus", "gpus", str), ("algo", "algo", str),
         ("compute_s", "compute", _seconds), ("comm_s", "comm", _seconds), ("exposed_comm_s", "exposed", _seconds),
-        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"),
-        ("efficiency", "eff", lambda x: f"{x:.0%}"), ("time_to_train_s", "train", _seconds),
-        ("cost", "cost", _dollars)])
+        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"), ("efficiency", "eff", lambda x: f"{x:.0%}"),
+        ("time_to_train_s", "train", _seconds), ("cost", "cost", _dollars), ("memory", "mem", _memory)])
     _emit(records, as_json, table)
+    if not as_json and any(r["fits"] is False for r in records):
+        console.print("[red]![/red] does not fit the GPU's memory: plain data parallelism keeps a full replica (weights, gradients, optimizer "
+                      "state) on every GPU; shard it (ZeRO/FSDP), shrink the batch per GPU, or use bigger GPUs.")
 
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
@@ -314,15 +336,16 @@ def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False)
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Models with saved profiles: parameters, forward FLOPs, dataset."""
+    """Models with saved profiles: parameters, input, forward FLOPs per sample, dataset."""
     records = []
     for name in list_workloads():
         p = load_workload(name)
-        records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
+        sample = f"{p.seq_len} tokens" if p.sample == "sequence" else "x".join(map(str, p.input_shape))
+        records.append({"name": name, "params": p.params, "sample": sample, "fwd_flops": p.fwd_flops,
                         "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
     table = _table("model zoo", records, [
-        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.2f} M"),
-        ("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
+        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.1f} M"), ("sample", "sample", str),
+        ("fwd_flops", "fwd GFLOP/sample", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
         ("dataset", "dataset", str), ("layers", "layers", str)])
     _emit(records, as_json, table)
 
