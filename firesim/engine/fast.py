@@ -421,12 +421,6 @@ class _Outputs:
 # the dataflow
 
 
-def _index_dtype(n: int):
-    """The narrowest integer type for tables of op or message numbers (halves memory, and the page faults
-    of touching it, for the big ones)."""
-    return np.int32 if n < 2**31 - 1 else np.int64
-
-
 def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, bounds: np.ndarray,
                  min_per_position: int = 64) -> np.ndarray | None:
     """Where every op names one chunk (span 1): each op's previous op on its chunk at its rank, in the
@@ -438,13 +432,12 @@ def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, bounds: np.ndar
         return None
     unnamed = plan.ranks * plan.chunks  # computes on no chunk share a slot nobody else reads
     key = np.where(plan.chunk >= 0, rank.astype(np.int64) * plan.chunks + plan.chunk, unnamed)[orig]
-    index = _index_dtype(n)
-    last = np.full(unnamed + 1, -1, index)
-    prev = np.empty(n, index)
+    last = np.full(unnamed + 1, -1, np.int64)
+    prev = np.empty(n, np.int64)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         k = key[a:b]
         prev[a:b] = last[k]
-        last[k] = np.arange(a, b, dtype=index)
+        last[k] = np.arange(a, b)
     prev[key == unnamed] = -1
     return prev
 
@@ -455,10 +448,8 @@ def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
     one dataflow pass touches lie together in memory (a pass over 1024 ranks of a 4 M-op ring reads a few
     cache lines per array, not 1024)."""
     orig, bounds = position_major(plan.offsets, rank)
-    index = _index_dtype(plan.n_ops)
-    orig = orig.astype(index)
-    new = np.empty(plan.n_ops, index)
-    new[orig] = np.arange(plan.n_ops, dtype=index)
+    new = np.empty(plan.n_ops, np.int64)
+    new[orig] = np.arange(plan.n_ops, dtype=np.int64)
     return new, orig, bounds
 
 
@@ -477,13 +468,13 @@ class _Run:
         new, orig, bounds = _position_major(plan, rank)
         self.new, self.orig = new, orig
         self.kind = plan.op[orig]
-        self.rank = rank[orig]
-        index = _index_dtype(n)
+        self.rank = rank[orig].astype(np.int64)  # tables of indices stay 64-bit: numpy converts narrower
+        # index arrays on every gather (32-bit tables cost the 1024-rank ring 50 % more time)
         # program navigation, in the plan's numbering: the next op at or after j that can block issue (send
         # or compute), capped at the rank's end
         self.end = plan.offsets[1:].astype(np.int64)
         blocking = (plan.op == Op.SEND) | (plan.op == Op.COMPUTE)
-        at = np.where(blocking, np.arange(n, dtype=index), index(n))
+        at = np.where(blocking, np.arange(n, dtype=np.int64), n)
         self.next_block = np.minimum(np.minimum.accumulate(at[::-1])[::-1], self.end[rank]) if n else at
         self.pc = plan.offsets[:-1].astype(np.int64).copy()
         chain = _chunk_chain(plan, rank, orig, bounds)
@@ -491,7 +482,7 @@ class _Run:
             has = chain >= 0
             n_pred = has
             self.single_pred = self.single_succ = True
-            self.succ1 = np.full(n, -1, index)
+            self.succ1 = np.full(n, -1, np.int64)
             self.succ1[chain[has]] = np.flatnonzero(has)
         else:
             pred, succ = chunk_order(plan, s.rank)
@@ -501,7 +492,7 @@ class _Run:
             self.single_pred = bool(n_pred.max(initial=0) <= 1)
             self.single_succ = bool(n_succ.max(initial=0) <= 1)
             if self.single_succ:
-                self.succ1 = np.full(n, -1, index)
+                self.succ1 = np.full(n, -1, np.int64)
                 self.succ1[pred] = succ
             else:
                 self.succ_ptr, self.succ = _csr(pred, succ, n)
@@ -526,7 +517,7 @@ class _Run:
         msgs = dataclasses.replace(s.messages, send=new[s.messages.send], recv=new[s.messages.recv])
         m = msgs.nbytes.shape[0]
         self.msgs = msgs
-        self.msg_of = np.full(n, -1, _index_dtype(m))
+        self.msg_of = np.full(n, -1, np.int64)
         self.msg_of[msgs.send] = np.arange(m)
         self.msg_of[msgs.recv] = np.arange(m)
         self.rendezvous = msgs.rendezvous
