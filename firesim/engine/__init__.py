@@ -66,7 +66,7 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
     run.run()
     net = run.network
     return make_trace(s, *run.times(), windows=run.windows, dataflow_passes=run.passes,
-                      network_instants=net.instants, rate_passes=net.reshares,
+                      network_instants=net.instants if net else 0, rate_passes=net.reshares if net else 0,
                       private_messages=int(s.messages.private.sum()),
                       events=int(plan.n_ops + 2 * s.messages.send.shape[0]))
 

@@ -541,7 +541,7 @@ class _Run:
         self.has_watches = bool(watching.size)
         self.watchers = (_csr(msgs.watch[watching], watching, m) if self.has_watches
                          else (np.zeros(m + 1, np.int64), np.zeros(0, np.int64)))
-        self.network = _Network(s, msgs, self.watchers)
+        self.network = _Network(s, msgs, self.watchers) if not msgs.private.all() else None
         # work queues of the dataflow: (ids, times)
         self.arrivals: list = []
         self.done: list = []
@@ -705,6 +705,9 @@ class _Run:
 
     def run(self) -> None:
         net = self.network
+        if net is None:  # all connections private: pure dataflow
+            self._dataflow()
+            return
         out = _Outputs()
         env = simpy.Environment(initial_time=min(0.0, float(self.s.start_s.min(initial=0.0))))
 

@@ -329,16 +329,35 @@ def _watches(nbytes: np.ndarray, order: np.ndarray, conn_sorted: np.ndarray, win
     return watch, remaining
 
 
-def message_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(send ops, their ordinal at their rank, their pair key src * ranks + dst), numbered k-th send of
-    every rank together: ranks send in step, so messages handled together lie together in memory."""
+def _matched_recvs(plan: Plan, rank: np.ndarray, sends: np.ndarray, send_key: np.ndarray) -> np.ndarray:
+    """The recv op of every send (in op order): the k-th send from a to b matches the k-th recv at b from a
+    (rule 5), by one radix sort per side. Where a plan breaks the rule, ``match_messages`` says how."""
+    recvs = np.flatnonzero((plan.op == Op.RECV) | (plan.op == Op.REDUCE))
+    recv_key = plan.peer[recvs].astype(np.int64) * plan.ranks + rank[recvs]
+    if recvs.shape != sends.shape:
+        match_messages(plan)  # raises the PlanError that names the pair
+    s_order, r_order = stable_argsort(send_key), stable_argsort(recv_key)
+    s_ops, r_ops = sends[s_order], recvs[r_order]
+    if (np.any(send_key[s_order] != recv_key[r_order]) or np.any(plan.chunk[s_ops] != plan.chunk[r_ops])
+            or np.any(plan.span[s_ops] != plan.span[r_ops])):
+        match_messages(plan)
+    out = np.empty(sends.shape[0], np.int64)
+    out[s_order] = r_ops
+    return out
+
+
+def message_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(send ops, their recv ops, their ordinal at their rank, their pair key src * ranks + dst), numbered
+    k-th send of every rank together: ranks send in step, so messages handled together lie together in
+    memory."""
     sends = np.flatnonzero(plan.op == Op.SEND)
     src = rank[sends]
+    key = src.astype(np.int64) * plan.ranks + plan.peer[sends]
+    recv = _matched_recvs(plan, rank, sends, key)
     starts = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=plan.ranks))])
     order, _ = position_major(starts, src)
-    sends = sends[order]
-    ordinal = (order - starts[:-1][src[order]])
-    return sends, ordinal, rank[sends].astype(np.int64) * plan.ranks + plan.peer[sends]
+    ordinal = order - starts[:-1][src[order]]
+    return sends[order], recv[order], ordinal, key[order]
 
 
 def pair_index(keys: np.ndarray, ranks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,10 +373,9 @@ def pair_index(keys: np.ndarray, ranks: int) -> tuple[np.ndarray, np.ndarray]:
     return distinct, index
 
 
-def plan_messages(plan: Plan, order: tuple[np.ndarray, np.ndarray, np.ndarray], pair: np.ndarray,
+def plan_messages(order: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], pair: np.ndarray,
                   nbytes_op: np.ndarray, net: Network, transport: Transport, alpha_s: float) -> Messages:
-    partner = match_messages(plan)
-    sends, ordinal, _ = order
+    sends, recvs, ordinal, _ = order
     nbytes = nbytes_op[sends].astype(np.float64)
     order, prev = _connections(pair, transport.fifo_pairs, ordinal)
     rendezvous = nbytes >= transport.rendezvous_nbytes
@@ -380,7 +398,7 @@ def plan_messages(plan: Plan, order: tuple[np.ndarray, np.ndarray, np.ndarray], 
     else:
         pair_private = np.ones(len(links_per_pair), bool)
     private = pair_private[pair] if transport.fifo_pairs else links_per_pair[pair] == 0
-    return Messages(send=sends, recv=partner[sends], nbytes=nbytes, pair=pair, prev=prev, rendezvous=rendezvous,
+    return Messages(send=sends, recv=recvs, nbytes=nbytes, pair=pair, prev=prev, rendezvous=rendezvous,
                     delay_s=delay, on_arrival=rendezvous & (window == 0), watch=watch, watch_remaining=remaining,
                     private=private)
 
@@ -447,10 +465,10 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
     G = resolve_topology(topology, p, beta_s_per_byte)
     rank = plan.op_rank()
     sends = message_order(plan, rank)
-    pair_keys, pair = pair_index(sends[2], p)
+    pair_keys, pair = pair_index(sends[3], p)
     pairs = np.stack([pair_keys // p, pair_keys % p], axis=1)
     network = build_network(G, p, pairs, placement=placement, link_overrides=link_overrides, seed=seed)
-    messages = plan_messages(plan, sends, pair, nbytes, network, transport, float(alpha_s))
+    messages = plan_messages(sends, pair, nbytes, network, transport, float(alpha_s))
     hardware = f"alpha={alpha_s:.4g}s gamma={gamma_s_per_byte:.4g}s/B"
     if topology is None:
         hardware += f" beta={beta_s_per_byte:.4g}s/B"
