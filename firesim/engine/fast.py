@@ -522,11 +522,18 @@ class _Run:
         self.msg_of[msgs.recv] = np.arange(m)
         self.rendezvous = msgs.rendezvous
         self.all_rendezvous = bool(msgs.rendezvous.all())
-        self.hand = _Countdown(1 + msgs.rendezvous)  # send issued (and recv posted)
         self.private = msgs.private
-        self.first_byte = _Countdown(np.where(msgs.prev >= 0, 2, 1))  # private: hand-over + delay, previous arrival
-        self.next_msg = np.full(m + 1, -1, np.int64)
         has_prev = msgs.prev >= 0
+        # When a message's bytes can move: its send issued and (rendezvous) its recv posted, each plus the
+        # delay, and for a private message the previous one of its connection arrived. The last input goes
+        # to ``start`` itself where nothing needs the hand-over time alone (``direct``: the send completes
+        # on arrival), else to ``first_byte`` after it.
+        self.direct = ~msgs.private | ~has_prev | msgs.on_arrival
+        self.all_direct_private = bool((self.direct & msgs.private).all())
+        self.start = _Countdown(np.where(msgs.on_arrival, 1 + msgs.rendezvous + (msgs.private & has_prev), 1))
+        if not self.all_direct_private:
+            self.first_byte = _Countdown(np.where(has_prev, 2, 1))
+        self.next_msg = np.full(m + 1, -1, np.int64)
         self.next_msg[msgs.prev[has_prev]] = np.flatnonzero(has_prev)
         cap = net.pair_capacity_Bps[msgs.pair]
         self.private_s = np.where((msgs.nbytes > 0) & np.isfinite(cap), msgs.nbytes / cap, 0.0)
@@ -537,6 +544,7 @@ class _Run:
         self.on_arrival = msgs.on_arrival
         self.all_on_arrival = bool(msgs.on_arrival.all())
         if not self.all_on_arrival:
+            self.hand = _Countdown(1 + msgs.rendezvous)  # sends that complete before arrival: the hand-over alone
             self.sent = _Countdown(1 + (msgs.watch >= 0))
         self.has_watches = bool(watching.size)
         self.watchers = (_csr(msgs.watch[watching], watching, m) if self.has_watches
@@ -640,37 +648,60 @@ class _Run:
 
     # -- messages ----------------------------------------------------------------------------------------
     def _hand_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
-        """Send issued or recv posted: once both (or the send alone without rendezvous), the message is
-        handed over; its bytes move after the delay, behind its connection's earlier messages."""
-        go = self.hand.input(msgs, times)
+        """Send issued or recv posted at ``times``: the message's bytes can move a delay after both (or the
+        send alone without rendezvous). A send that does not complete on arrival needs its hand-over time
+        itself: those inputs go through ``hand`` first."""
+        if not self.all_on_arrival:
+            own = ~self.on_arrival[msgs]
+            if own.any():
+                go = self.hand.input(msgs[own], times[own])
+                if go.size:
+                    h = self.hand.t[go]
+                    self._sent_input(go, h)
+                    self._start_input(go, h + self.msgs.delay_s[go])
+                msgs, times = msgs[~own], times[~own]
+        if msgs.size:
+            self._start_input(msgs, times + self.msgs.delay_s[msgs])
+
+    def _start_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """One input of ``start``: a hand-over input plus the delay (or the hand-over itself plus the delay),
+        or, for ``direct`` private messages, the arrival of the connection's previous message. Once all
+        came: the first byte of a private message moves (or waits for its predecessor in ``first_byte``), a
+        shared one goes to the network."""
+        go = self.start.input(msgs, times)
         if not go.size:
             return
-        h = self.hand.t[go]
-        if not self.all_on_arrival:
-            later = ~self.on_arrival[go]
-            self._sent_input(go[later], h[later])
-        a = h + self.msgs.delay_s[go]
-        private = self.private[go]
-        if not private.all():
-            self.network.hand_over(go[~private], a[~private])
-            go, a = go[private], a[private]
+        a = self.start.t[go]
+        if not self.all_direct_private:
+            private = self.private[go]
+            if not private.all():
+                self.network.hand_over(go[~private], a[~private])
+                go, a = go[private], a[private]
+            direct = self.direct[go]
+            if not direct.all():
+                self._first_byte_input(go[~direct], a[~direct])
+                go, a = go[direct], a[direct]
         if go.size:
-            self._first_byte_input(go, a)
+            self._first_byte(go, a)
 
     def _first_byte_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
-        """Private messages: the first byte moves once the delay is over and the previous message arrived."""
+        """Private messages that are not ``direct``: the first byte moves once the delay is over and the
+        previous message arrived."""
         go = self.first_byte.input(msgs, times)
-        if not go.size:
-            return
-        start = self.first_byte.t[go]
-        self.arrivals.append((go, start + self.private_s[go]))
+        if go.size:
+            self._first_byte(go, self.first_byte.t[go])
+
+    def _first_byte(self, msgs: np.ndarray, start: np.ndarray) -> None:
+        """Private messages whose first byte moves at ``start``: they arrive at their route's bottleneck
+        rate, and the sends watching their bytes complete on the way."""
+        self.arrivals.append((msgs, start + self.private_s[msgs]))
         if not self.has_watches:
             return
-        lo, hi = self.watchers[0][go], self.watchers[0][go + 1]
+        lo, hi = self.watchers[0][msgs], self.watchers[0][msgs + 1]
         if np.any(hi > lo):
             idx = expand(lo, hi)
             w = self.watchers[1][idx]
-            k = np.repeat(go, hi - lo)
+            k = np.repeat(msgs, hi - lo)
             cap = self.msg_cap[k]
             left = self.msgs.nbytes[k] - self.msgs.watch_remaining[w]
             self._sent_input(w, np.repeat(start, hi - lo) + np.where(np.isfinite(cap), left / cap, 0.0))
@@ -690,8 +721,15 @@ class _Run:
                 self.done.append((self.msgs.send[msgs[now]], times[now]))
         nxt = self.next_msg[msgs]
         follow = (nxt >= 0) & self.private[msgs]
-        if follow.any():
-            self._first_byte_input(nxt[follow], times[follow])
+        if not follow.all():
+            nxt, times = nxt[follow], times[follow]
+        if nxt.size:
+            direct = self.direct[nxt]
+            if direct.all():
+                self._start_input(nxt, times)
+            else:
+                self._start_input(nxt[direct], times[direct])
+                self._first_byte_input(nxt[~direct], times[~direct])
 
     # -- the loop ----------------------------------------------------------------------------------------
     def _dataflow(self) -> None:
