@@ -605,14 +605,31 @@ def test_cluster_topology_latency_once_per_message_and_nvlink_inside_nodes():
 def test_chunk_chain_scan_equals_the_sort(plan):
     """The position scan the fast engine uses for big one-chunk-per-op plans finds the same chunk predecessors
     as the sort (``chunk_order``), here forced on small random plans."""
-    from firesim.engine.fast import _chunk_chain, _position_major, chunk_order
+    from firesim.engine.fast import _chunk_chain, _Numbering, chunk_order
 
     if not np.all(plan.span == 1):
         plan = dataclasses.replace(plan, span=np.ones_like(plan.span))
     rank = plan.op_rank()
-    new, orig, bounds = _position_major(plan, rank)
-    chain = _chunk_chain(plan, rank, orig, bounds, min_per_position=0)
+    num = _Numbering(plan, rank)
+    has_pred, succ_new = _chunk_chain(plan, rank, num, min_per_position=0)
     pred, succ = chunk_order(plan, rank)
     expected = np.full(plan.n_ops, -1, np.int64)
-    expected[new[succ]] = new[pred]
-    assert chain is not None and np.array_equal(chain, expected)
+    expected[num.new(pred)] = num.new(succ)
+    assert np.array_equal(succ_new, expected)
+    assert np.array_equal(np.flatnonzero(has_pred), np.sort(num.new(succ)))
+
+
+@pytest.mark.parametrize("plan", [build("ring", 5, 2**10), build("tree", 6, 2**10)], ids=["uniform", "ragged"])
+def test_position_major_numbering_is_a_bijection(plan):
+    """The fast engine's op numbering (position in the program, then rank): arithmetic where all programs
+    have one length, tables otherwise; both directions and the rank agree with the plan."""
+    from firesim.engine.fast import _Numbering
+
+    rank = plan.op_rank()
+    num = _Numbering(plan, rank)
+    ops = np.arange(plan.n_ops)
+    new = num.new(ops)
+    assert np.array_equal(np.sort(new), ops) and np.array_equal(num.orig(new), ops)
+    assert np.array_equal(num.rank(new), rank) and np.array_equal(num.to_orig(num.to_new(plan.op)), plan.op)
+    position = ops - plan.offsets[rank]
+    assert np.all(np.diff(position[num.orig(ops)]) >= 0)  # position-major

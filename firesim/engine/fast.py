@@ -421,43 +421,83 @@ class _Outputs:
 # the dataflow
 
 
-def _chunk_chain(plan: Plan, rank: np.ndarray, orig: np.ndarray, bounds: np.ndarray,
-                 min_per_position: int = 64) -> np.ndarray | None:
-    """Where every op names one chunk (span 1): each op's previous op on its chunk at its rank, in the
-    position-major numbering (``orig``, blocks of one position at ``bounds``; -1: none), by a scan over
-    program positions (all ranks' k-th ops at once); None where ``chunk_order``'s sort is cheaper (spans,
-    or few ranks per position)."""
-    n = plan.n_ops
+class _Numbering:
+    """Ops numbered by position in their rank's program, then by rank ("new" numbers; "orig": the plan's).
+
+    Ranks advance roughly in step, so the ops one dataflow pass touches lie together in memory (a pass over
+    1024 ranks of a 4 M-op ring reads a few cache lines per array, not 1024). Where every rank's program
+    has the same length the mapping is arithmetic and needs no table (tables of 4 M numbers cost more to
+    allocate and zero than the whole run of a ring)."""
+
+    def __init__(self, plan: Plan, rank: np.ndarray):
+        self.n, self.p = plan.n_ops, plan.ranks
+        lengths = np.diff(plan.offsets)
+        self.uniform = bool(self.n and np.all(lengths == lengths[0]))
+        if self.uniform:
+            self.length = int(lengths[0])
+            self.bounds = np.arange(0, self.n + 1, self.p, dtype=np.int64)
+            return
+        orig, self.bounds = position_major(plan.offsets, rank)
+        self.orig_of = orig
+        self.new_of = np.empty(self.n, np.int64)
+        self.new_of[orig] = np.arange(self.n, dtype=np.int64)
+        self.rank_of = rank[orig].astype(np.int64)
+
+    def new(self, j: np.ndarray) -> np.ndarray:
+        return (j % self.length) * self.p + j // self.length if self.uniform else self.new_of[j]
+
+    def orig(self, i: np.ndarray) -> np.ndarray:
+        return (i % self.p) * self.length + i // self.p if self.uniform else self.orig_of[i]
+
+    def rank(self, i: np.ndarray) -> np.ndarray:
+        return i % self.p if self.uniform else self.rank_of[i]
+
+    def to_new(self, column: np.ndarray) -> np.ndarray:
+        """A per-op column in the new numbering."""
+        return column.reshape(self.p, self.length).T.ravel() if self.uniform else column[self.orig_of]
+
+    def to_orig(self, column: np.ndarray) -> np.ndarray:
+        return column.reshape(self.length, self.p).T.ravel() if self.uniform else column[self.new_of]
+
+
+def _chunk_chain(plan: Plan, rank: np.ndarray, numbering: _Numbering, min_per_position: int = 64):
+    """Where every op names one chunk (span 1): for every op (new numbering), whether an earlier op at its
+    rank names its chunk, and each op's next op on its chunk (-1: none), by a scan over program positions
+    (all ranks' k-th ops at once); None where ``chunk_order``'s sort is cheaper (spans, or few ranks per
+    position)."""
+    n, bounds = plan.n_ops, numbering.bounds
     if n == 0 or (bounds.shape[0] - 1) * min_per_position > n or not np.all(plan.span == 1):
         return None
     unnamed = plan.ranks * plan.chunks  # computes on no chunk share a slot nobody else reads
-    key = np.where(plan.chunk >= 0, rank.astype(np.int64) * plan.chunks + plan.chunk, unnamed)[orig]
+    key_type = np.int32 if unnamed < 2**31 - 1 else np.int64
+    key = rank.astype(key_type) * key_type(plan.chunks)
+    key += plan.chunk
+    key[plan.chunk < 0] = unnamed
+    key = numbering.to_new(key)
     last = np.full(unnamed + 1, -1, np.int64)
-    prev = np.empty(n, np.int64)
+    succ = np.full(n, -1, np.int64)
+    has_pred = np.empty(n, bool)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         k = key[a:b]
-        prev[a:b] = last[k]
-        last[k] = np.arange(a, b)
-    prev[key == unnamed] = -1
-    return prev
-
-
-def _position_major(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(new index of every op, op of every new index, bounds of each program position's block): ops
-    numbered by position in their rank's program, then by rank. Ranks advance roughly in step, so the ops
-    one dataflow pass touches lie together in memory (a pass over 1024 ranks of a 4 M-op ring reads a few
-    cache lines per array, not 1024)."""
-    orig, bounds = position_major(plan.offsets, rank)
-    new = np.empty(plan.n_ops, np.int64)
-    new[orig] = np.arange(plan.n_ops, dtype=np.int64)
-    return new, orig, bounds
+        here = np.arange(a, b)
+        before = last[k]
+        named = before >= 0
+        has_pred[a:b] = named
+        succ[before[named]] = here[named]
+        last[k] = here
+    last[unnamed] = -1  # computes on no chunk: no order between them
+    unnamed_ops = np.flatnonzero(key == unnamed)
+    if unnamed_ops.size:
+        has_pred[unnamed_ops] = False
+        succ[unnamed_ops] = -1
+    return has_pred, succ
 
 
 class _Run:
     """State of one fast run; ``run`` alternates dataflow to quiescence and a network window.
 
-    Ops and messages are renumbered (``_position_major``); op state is kept in the new numbering, the
-    program counters in the plan's, and ``times`` maps the results back.
+    Op state is kept in the position-major numbering (``_Numbering``), the program counters in the plan's,
+    and ``times`` maps the results back.
     """
 
     def __init__(self, s: Setup):
@@ -465,28 +505,23 @@ class _Run:
         n, p = plan.n_ops, plan.ranks
         self.s = s
         rank = s.rank
-        new, orig, bounds = _position_major(plan, rank)
-        self.new, self.orig = new, orig
-        self.kind = plan.op[orig]
-        self.rank = rank[orig].astype(np.int64)  # tables of indices stay 64-bit: numpy converts narrower
-        # index arrays on every gather (32-bit tables cost the 1024-rank ring 50 % more time)
+        self.num = num = _Numbering(plan, rank)
+        self.kind = num.to_new(plan.op)
         # program navigation, in the plan's numbering: the next op at or after j that can block issue (send
-        # or compute), capped at the rank's end
+        # or compute), capped at the rank's end (the end of a rank is below every op of the next one)
         self.end = plan.offsets[1:].astype(np.int64)
-        blocking = (plan.op == Op.SEND) | (plan.op == Op.COMPUTE)
-        at = np.where(blocking, np.arange(n, dtype=np.int64), n)
-        self.next_block = np.minimum(np.minimum.accumulate(at[::-1])[::-1], self.end[rank]) if n else at
+        next_block = np.repeat(self.end, np.diff(plan.offsets))
+        blocking = np.flatnonzero((plan.op == Op.SEND) | (plan.op == Op.COMPUTE))
+        next_block[blocking] = blocking
+        self.next_block = np.minimum.accumulate(next_block[::-1])[::-1]
         self.pc = plan.offsets[:-1].astype(np.int64).copy()
-        chain = _chunk_chain(plan, rank, orig, bounds)
+        chain = _chunk_chain(plan, rank, num)
         if chain is not None:  # one chunk per op: one chain per (rank, chunk)
-            has = chain >= 0
-            n_pred = has
+            n_pred, self.succ1 = chain
             self.single_pred = self.single_succ = True
-            self.succ1 = np.full(n, -1, np.int64)
-            self.succ1[chain[has]] = np.flatnonzero(has)
         else:
             pred, succ = chunk_order(plan, s.rank)
-            pred, succ = new[pred], new[succ]
+            pred, succ = num.new(pred), num.new(succ)
             n_pred = np.bincount(succ, minlength=n)
             n_succ = np.bincount(pred, minlength=n)
             self.single_pred = bool(n_pred.max(initial=0) <= 1)
@@ -500,21 +535,23 @@ class _Run:
         self.is_compute = self.kind == Op.COMPUTE
         self.has_compute = bool(self.is_compute.any())
         # an op: chunk predecessors, plus posting and arrival (recvs) or the program counter, plus its gate
-        wait = n_pred + 1 + self.is_recv
+        wait = (n_pred.astype(np.int8) if n_pred.dtype == bool else n_pred) + self.is_recv
+        wait += 1
         if s.release_s is not None:
-            release = s.release_s[orig]
+            release = num.to_new(s.release_s)
             gates = np.flatnonzero(~np.isnan(release))
             wait[gates] += 1
         self.ops = _Countdown(wait)
-        self.recv_delay = recv_delay_s(s, self.kind, orig)
+        del wait, n_pred
+        self.recv_delay = recv_delay_s(s, self.kind, num.orig)
         if self.has_compute:
             computes = np.flatnonzero(self.is_compute)
             self.compute_s = np.zeros(n)
-            self.compute_s[computes] = plan.seconds[orig[computes]] / s.speed[self.rank[computes]]
+            self.compute_s[computes] = (plan.seconds[num.orig(computes)] / s.speed[num.rank(computes)])
         self.t_start = np.full(n, np.nan)
         self.t_end = np.full(n, np.nan)
         # messages (already numbered k-th send of every rank together, see plan_messages)
-        msgs = dataclasses.replace(s.messages, send=new[s.messages.send], recv=new[s.messages.recv])
+        msgs = dataclasses.replace(s.messages, send=num.new(s.messages.send), recv=num.new(s.messages.recv))
         m = msgs.nbytes.shape[0]
         self.msgs = msgs
         self.msg_of = np.full(n, -1, np.int64)
@@ -537,8 +574,11 @@ class _Run:
         self.next_msg[msgs.prev[has_prev]] = np.flatnonzero(has_prev)
         cap = net.pair_capacity_Bps[msgs.pair]
         self.private_s = np.where((msgs.nbytes > 0) & np.isfinite(cap), msgs.nbytes / cap, 0.0)
-        self.msg_cap = cap
         watching = np.flatnonzero(msgs.watch >= 0)
+        self.has_watches = bool(watching.size)
+        if self.has_watches:
+            self.msg_cap = cap
+            self.watchers = _csr(msgs.watch[watching], watching, m)
         # a send completes at its arrival (zero window: that is after its hand-over), else once handed over
         # and, if it has a watch, once its connection's bytes fit the window
         self.on_arrival = msgs.on_arrival
@@ -546,10 +586,10 @@ class _Run:
         if not self.all_on_arrival:
             self.hand = _Countdown(1 + msgs.rendezvous)  # sends that complete before arrival: the hand-over alone
             self.sent = _Countdown(1 + (msgs.watch >= 0))
-        self.has_watches = bool(watching.size)
-        self.watchers = (_csr(msgs.watch[watching], watching, m) if self.has_watches
-                         else (np.zeros(m + 1, np.int64), np.zeros(0, np.int64)))
-        self.network = _Network(s, msgs, self.watchers) if not msgs.private.all() else None
+        self.network = None
+        if not msgs.private.all():
+            watchers = self.watchers if self.has_watches else (np.zeros(m + 1, np.int64), np.zeros(0, np.int64))
+            self.network = _Network(s, msgs, watchers)
         # work queues of the dataflow: (ids, times)
         self.arrivals: list = []
         self.done: list = []
@@ -560,7 +600,7 @@ class _Run:
 
     def times(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_start, t_end) of every op in the plan's numbering."""
-        return self.t_start[self.new], self.t_end[self.new]
+        return self.num.to_orig(self.t_start), self.num.to_orig(self.t_end)
 
     # -- ops ---------------------------------------------------------------------------------------------
     def _ops_ready(self, ready: np.ndarray) -> None:
@@ -576,7 +616,7 @@ class _Run:
             self.done.append((done, times[recv] + self.recv_delay[done]))
             ops, times = ops[~recv], times[~recv]
         if ops.size:
-            self._advance(*self._issue(self.rank[ops], ops, times))
+            self._advance(*self._issue(self.num.rank(ops), ops, times))
 
     def _issue(self, ranks: np.ndarray, ops: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ready sends/computes at the ranks' pcs start at ``times``; returns the ranks that issue on."""
@@ -588,13 +628,13 @@ class _Run:
                 self.done.append((done, times[comp] + self.compute_s[done]))
                 ranks, ops, times = ranks[~comp], ops[~comp], times[~comp]
         if ops.size:
-            self.pc[ranks] = self.orig[ops] + 1
+            self.pc[ranks] = self.num.orig(ops) + 1
             self._hand_input(self.msg_of[ops], times)
         return ranks, times
 
     def _advance(self, ranks: np.ndarray, times: np.ndarray) -> None:
         """Ranks whose pc just moved at ``times``: post the recvs up to the next send/compute, issue it if ready."""
-        pc, end, next_block, new = self.pc, self.end, self.next_block, self.new
+        pc, end, next_block, new = self.pc, self.end, self.next_block, self.num.new
         while ranks.size:
             live = pc[ranks] < end[ranks]
             if not live.all():
@@ -605,7 +645,7 @@ class _Run:
             k = next_block[j]
             gap = k - j
             if gap.any():
-                posts = new[expand(j, k)]
+                posts = new(expand(j, k))
                 when = np.repeat(times, gap)
                 self.t_start[posts] = when
                 ready = self.ops.input(posts, when)
@@ -621,7 +661,7 @@ class _Run:
             live = k < end[ranks]
             if not live.all():
                 ranks, k, times = ranks[live], k[live], times[live]
-            k = new[k]
+            k = new(k)
             ready = self.ops.input_mask(k, times)
             if not ready.all():
                 ranks, k = ranks[ready], k[ready]
@@ -640,11 +680,11 @@ class _Run:
             nxt, when = self.succ[expand(lo, hi)], np.repeat(times, hi - lo)
         comp = self.is_compute[ops] if self.has_compute else None
         if comp is not None and comp.any():
-            self.pc[self.rank[ops[comp]]] = self.orig[ops[comp]] + 1
+            self.pc[self.num.rank(ops[comp])] = self.num.orig(ops[comp]) + 1
         if nxt.size:
             self._ops_ready(self.ops.input(nxt, when) if self.single_pred else self.ops.input_repeated(nxt, when))
         if comp is not None and comp.any():
-            self._advance(self.rank[ops[comp]], times[comp])
+            self._advance(self.num.rank(ops[comp]), times[comp])
 
     # -- messages ----------------------------------------------------------------------------------------
     def _hand_input(self, msgs: np.ndarray, times: np.ndarray) -> None:

@@ -482,16 +482,16 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
                  gamma_s_per_byte=float(gamma_s_per_byte), header=header)
 
 
-def recv_delay_s(s: Setup, op: np.ndarray | None = None, order: np.ndarray | None = None) -> np.ndarray:
+def recv_delay_s(s: Setup, op: np.ndarray | None = None, orig=None) -> np.ndarray:
     """Per op: what a recv costs after its data is there (copy out of the transport, plus gamma to reduce).
-    ``op`` and ``order``: the ops' kinds in another numbering and the plan op of each."""
+    ``op``: the ops' kinds in another numbering, ``orig``: maps those numbers to the plan's."""
     op = s.plan.op if op is None else op
     copy, gamma = s.transport.copy_s_per_byte, s.gamma_s_per_byte
     out = np.zeros(op.shape[0])
     for kind, per_byte in ((Op.REDUCE, gamma + copy), (Op.RECV, copy)):
         if per_byte > 0:
             at = np.flatnonzero(op == kind)
-            out[at] = per_byte * s.nbytes[at if order is None else order[at]]
+            out[at] = per_byte * s.nbytes[at if orig is None else orig(at)]
     return out
 
 
