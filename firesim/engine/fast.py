@@ -34,7 +34,7 @@ from firesim.engine.model import (
     expand,
     limit,
     position_major,
-    recv_delay_s,
+    recv_cost_per_byte,
     stable_argsort,
 )
 from firesim.plans.ir import Op, Plan
@@ -543,7 +543,11 @@ class _Run:
             wait[gates] += 1
         self.ops = _Countdown(wait)
         del wait, n_pred
-        self.recv_delay = recv_delay_s(s, self.kind, num.orig)
+        # what a recv costs once its data is there, per byte, by op kind (0 for sends and computes)
+        per_byte = np.zeros(4)
+        per_byte[[Op.RECV, Op.REDUCE]] = recv_cost_per_byte(s)
+        self.recv_per_byte = per_byte if per_byte.any() else None
+        self.op_nbytes = s.nbytes
         if self.has_compute:
             computes = np.flatnonzero(self.is_compute)
             self.compute_s = np.zeros(n)
@@ -599,8 +603,14 @@ class _Run:
             self._ops_ready(self.ops.input(gates, release[gates]))
 
     def times(self) -> tuple[np.ndarray, np.ndarray]:
-        """(t_start, t_end) of every op in the plan's numbering."""
-        return self.num.to_orig(self.t_start), self.num.to_orig(self.t_end)
+        """(t_start, t_end) of every op (kept in the plan's numbering)."""
+        return self.t_start, self.t_end
+
+    def _recv_done(self, ops: np.ndarray, times: np.ndarray) -> None:
+        """Recvs whose last input came at ``times``: they complete after their copy (and reduce) cost."""
+        if self.recv_per_byte is not None:
+            times = times + self.recv_per_byte[self.kind[ops]] * self.op_nbytes[self.num.orig(ops)]
+        self.done.append((ops, times))
 
     # -- ops ---------------------------------------------------------------------------------------------
     def _ops_ready(self, ready: np.ndarray) -> None:
@@ -613,22 +623,23 @@ class _Run:
         recv = self.is_recv[ops]
         if recv.any():
             done = ops[recv]
-            self.done.append((done, times[recv] + self.recv_delay[done]))
+            self._recv_done(done, times[recv])
             ops, times = ops[~recv], times[~recv]
         if ops.size:
             self._advance(*self._issue(self.num.rank(ops), ops, times))
 
     def _issue(self, ranks: np.ndarray, ops: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ready sends/computes at the ranks' pcs start at ``times``; returns the ranks that issue on."""
-        self.t_start[ops] = times
+        orig = self.num.orig(ops)
+        self.t_start[orig] = times
         if self.has_compute:
             comp = self.is_compute[ops]
             if comp.any():
                 done = ops[comp]
                 self.done.append((done, times[comp] + self.compute_s[done]))
-                ranks, ops, times = ranks[~comp], ops[~comp], times[~comp]
+                ranks, ops, times, orig = ranks[~comp], ops[~comp], times[~comp], orig[~comp]
         if ops.size:
-            self.pc[ranks] = self.num.orig(ops) + 1
+            self.pc[ranks] = orig + 1
             self._hand_input(self.msg_of[ops], times)
         return ranks, times
 
@@ -645,12 +656,13 @@ class _Run:
             k = next_block[j]
             gap = k - j
             if gap.any():
-                posts = new(expand(j, k))
+                posts = expand(j, k)
                 when = np.repeat(times, gap)
                 self.t_start[posts] = when
+                posts = new(posts)
                 ready = self.ops.input(posts, when)
                 if ready.size:  # the data came before the recv was posted
-                    self.done.append((ready, self.ops.t[ready] + self.recv_delay[ready]))
+                    self._recv_done(ready, self.ops.t[ready])
                 mine = self.msg_of[posts]
                 if not self.all_rendezvous:
                     rdv = self.rendezvous[mine]
@@ -670,7 +682,7 @@ class _Run:
 
     def _complete(self, ops: np.ndarray, times: np.ndarray) -> None:
         """Ops done at ``times``: their chunk successors get an input; a compute moves its rank's pc."""
-        self.t_end[ops] = times
+        self.t_end[self.num.orig(ops)] = times
         if self.single_succ:
             nxt = self.succ1[ops]
             has = nxt >= 0

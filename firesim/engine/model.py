@@ -312,10 +312,10 @@ def _watches(nbytes: np.ndarray, order: np.ndarray, conn_sorted: np.ndarray, win
     """For every ``watched`` message: which message of its connection holds the byte at which its send
     completes, and how many bytes that message has left then (see ``Messages``)."""
     m = nbytes.shape[0]
+    if window == 0 or not math.isfinite(window) or not watched.any():  # read-only views: no memory
+        return np.broadcast_to(np.int64(-1), (m,)), np.broadcast_to(0.0, (m,))
     watch = np.full(m, -1, np.int64)
     remaining = np.zeros(m)
-    if window == 0 or not math.isfinite(window) or not watched.any():
-        return watch, remaining
     b = nbytes[order]
     cum_end = np.cumsum(b)  # over all connections in turn: a connection's bytes are a contiguous range
     new = np.concatenate([[True], conn_sorted[1:] != conn_sorted[:-1]])
@@ -453,7 +453,7 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
     if start.shape != (p,) or not np.all(np.isfinite(start) & (start >= 0)):
         raise UserError(f"start_s: needs {p} finite times >= 0")
     if op_nbytes is None:
-        nbytes = plan.op_nbytes(itemsize).astype(np.int64)
+        nbytes = np.asarray(plan.op_nbytes(itemsize), np.int64)
     else:
         nbytes = np.asarray(op_nbytes)
         if nbytes.shape != (plan.n_ops,) or np.any(nbytes < 0) or np.any((plan.op == Op.COMPUTE) & (nbytes != 0)):
@@ -482,17 +482,11 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
                  gamma_s_per_byte=float(gamma_s_per_byte), header=header)
 
 
-def recv_delay_s(s: Setup, op: np.ndarray | None = None, orig=None) -> np.ndarray:
-    """Per op: what a recv costs after its data is there (copy out of the transport, plus gamma to reduce).
-    ``op``: the ops' kinds in another numbering, ``orig``: maps those numbers to the plan's."""
-    op = s.plan.op if op is None else op
-    copy, gamma = s.transport.copy_s_per_byte, s.gamma_s_per_byte
-    out = np.zeros(op.shape[0])
-    for kind, per_byte in ((Op.REDUCE, gamma + copy), (Op.RECV, copy)):
-        if per_byte > 0:
-            at = np.flatnonzero(op == kind)
-            out[at] = per_byte * s.nbytes[at if orig is None else orig(at)]
-    return out
+def recv_cost_per_byte(s: Setup) -> tuple[float, float]:
+    """(recv, reduce): what a recv costs per byte once its data is there: the copy out of the transport,
+    plus gamma to reduce."""
+    copy = s.transport.copy_s_per_byte
+    return copy, s.gamma_s_per_byte + copy
 
 
 def make_trace(s: Setup, t_start: np.ndarray, t_end: np.ndarray, **extra) -> Trace:

@@ -14,7 +14,7 @@ import numpy as np
 import simpy
 
 from firesim.engine.maxmin import reference_max_min
-from firesim.engine.model import TOKEN_TOLERANCE, Setup, limit, make_trace, recv_delay_s
+from firesim.engine.model import TOKEN_TOLERANCE, Setup, limit, make_trace, recv_cost_per_byte
 from firesim.plans.ir import Op
 from firesim.plans.verify import PlanError
 
@@ -146,7 +146,9 @@ def run_reference(s: Setup):
     release = [math.nan] * n if s.release_s is None else s.release_s.tolist()
     op, chunk, span, peer = plan.op.tolist(), plan.chunk.tolist(), plan.span.tolist(), plan.peer.tolist()
     seconds, offsets = plan.seconds.tolist(), plan.offsets.tolist()
-    after_arrival = recv_delay_s(s).tolist()
+    per_recv, per_reduce = recv_cost_per_byte(s)
+    after_arrival = [per_recv * b if k == Op.RECV else per_reduce * b if k == Op.REDUCE else 0.0
+                     for k, b in zip(op, s.nbytes.tolist())]
     env = simpy.Environment(initial_time=min(0.0, float(s.start_s.min(initial=0.0))))
     done = [env.event() for _ in range(n)]
     posted = [env.event() for _ in range(n)]
