@@ -96,28 +96,30 @@ class _Countdown:
         self.wait = wait.astype(np.int8 if wait.max(initial=0) < 127 else np.int32)
         self.t = np.full(wait.shape[0], -np.inf)
 
-    def input(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """One input each for ``ids`` (distinct) at ``times``; returns those now complete."""
-        t = self.t
-        t[ids] = np.maximum(t[ids], times)
+    def input(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One input each for ``ids`` (distinct) at ``times``; returns those now complete, and their times."""
+        latest = np.maximum(self.t[ids], times)
+        self.t[ids] = latest
         left = self.wait[ids] - 1
         self.wait[ids] = left
-        return ids[left == 0]
+        done = left == 0
+        return ids[done], latest[done]
 
-    def input_mask(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Like ``input``, returning which of ``ids`` are now complete as a mask."""
-        t = self.t
-        t[ids] = np.maximum(t[ids], times)
+    def input_mask(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``input``, returning which of ``ids`` are now complete as a mask, and all their times."""
+        latest = np.maximum(self.t[ids], times)
+        self.t[ids] = latest
         left = self.wait[ids] - 1
         self.wait[ids] = left
-        return left == 0
+        return left == 0, latest
 
-    def input_repeated(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+    def input_repeated(self, ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like ``input`` where an id may appear more than once."""
         np.maximum.at(self.t, ids, times)
         np.subtract.at(self.wait, ids, 1)
         ready = ids[self.wait[ids] == 0]
-        return np.unique(ready) if ready.size > 1 else ready
+        ready = np.unique(ready) if ready.size > 1 else ready
+        return ready, self.t[ready]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -444,10 +446,20 @@ class _Numbering:
         self.rank_of = rank[orig].astype(np.int64)
 
     def new(self, j: np.ndarray) -> np.ndarray:
-        return (j % self.length) * self.p + j // self.length if self.uniform else self.new_of[j]
+        if not self.uniform:
+            return self.new_of[j]
+        rank, position = np.divmod(j, self.length)
+        position *= self.p
+        position += rank
+        return position
 
     def orig(self, i: np.ndarray) -> np.ndarray:
-        return (i % self.p) * self.length + i // self.p if self.uniform else self.orig_of[i]
+        if not self.uniform:
+            return self.orig_of[i]
+        position, rank = np.divmod(i, self.p)
+        rank *= self.length
+        rank += position
+        return rank
 
     def rank(self, i: np.ndarray) -> np.ndarray:
         return i % self.p if self.uniform else self.rank_of[i]
@@ -571,13 +583,17 @@ class _Run:
         # on arrival), else to ``first_byte`` after it.
         self.direct = ~msgs.private | ~has_prev | msgs.on_arrival
         self.all_direct_private = bool((self.direct & msgs.private).all())
-        self.start = _Countdown(np.where(msgs.on_arrival, 1 + msgs.rendezvous + (msgs.private & has_prev), 1))
+        wait = msgs.rendezvous.astype(np.int8)
+        wait += msgs.private & has_prev
+        wait[~msgs.on_arrival] = 0
+        wait += 1
+        self.start = _Countdown(wait)
         if not self.all_direct_private:
             self.first_byte = _Countdown(np.where(has_prev, 2, 1))
         self.next_msg = np.full(m + 1, -1, np.int64)
         self.next_msg[msgs.prev[has_prev]] = np.flatnonzero(has_prev)
         cap = net.pair_capacity_Bps[msgs.pair]
-        self.private_s = np.where((msgs.nbytes > 0) & np.isfinite(cap), msgs.nbytes / cap, 0.0)
+        self.private_s = msgs.nbytes / cap  # a route with no links has infinite capacity: 0 s
         watching = np.flatnonzero(msgs.watch >= 0)
         self.has_watches = bool(watching.size)
         if self.has_watches:
@@ -600,7 +616,7 @@ class _Run:
         self.windows = self.passes = 0
         self._advance(np.arange(p, dtype=np.int64), s.start_s.astype(np.float64))
         if s.release_s is not None and gates.size:
-            self._ops_ready(self.ops.input(gates, release[gates]))
+            self._on_ready(*self.ops.input(gates, release[gates]))
 
     def times(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_start, t_end) of every op (kept in the plan's numbering)."""
@@ -613,13 +629,11 @@ class _Run:
         self.done.append((ops, times))
 
     # -- ops ---------------------------------------------------------------------------------------------
-    def _ops_ready(self, ready: np.ndarray) -> None:
-        if ready.size:
-            self._on_ready(ready, self.ops.t[ready])
-
     def _on_ready(self, ops: np.ndarray, times: np.ndarray) -> None:
         """Ops whose last input came: recvs complete after their delay, sends/computes issue (their pc is
         on them, that being one of their inputs)."""
+        if not ops.size:
+            return
         recv = self.is_recv[ops]
         if recv.any():
             done = ops[recv]
@@ -647,12 +661,12 @@ class _Run:
         """Ranks whose pc just moved at ``times``: post the recvs up to the next send/compute, issue it if ready."""
         pc, end, next_block, new = self.pc, self.end, self.next_block, self.num.new
         while ranks.size:
-            live = pc[ranks] < end[ranks]
+            j, stop = pc[ranks], end[ranks]
+            live = j < stop
             if not live.all():
-                ranks, times = ranks[live], times[live]
+                ranks, times, j, stop = ranks[live], times[live], j[live], stop[live]
                 if not ranks.size:
                     return
-            j = pc[ranks]
             k = next_block[j]
             gap = k - j
             if gap.any():
@@ -660,9 +674,9 @@ class _Run:
                 when = np.repeat(times, gap)
                 self.t_start[posts] = when
                 posts = new(posts)
-                ready = self.ops.input(posts, when)
+                ready, at = self.ops.input(posts, when)
                 if ready.size:  # the data came before the recv was posted
-                    self._recv_done(ready, self.ops.t[ready])
+                    self._recv_done(ready, at)
                 mine = self.msg_of[posts]
                 if not self.all_rendezvous:
                     rdv = self.rendezvous[mine]
@@ -670,15 +684,15 @@ class _Run:
                 if mine.size:
                     self._hand_input(mine, when)
             pc[ranks] = k
-            live = k < end[ranks]
+            live = k < stop
             if not live.all():
                 ranks, k, times = ranks[live], k[live], times[live]
             k = new(k)
-            ready = self.ops.input_mask(k, times)
+            ready, at = self.ops.input_mask(k, times)
             if not ready.all():
-                ranks, k = ranks[ready], k[ready]
+                ranks, k, at = ranks[ready], k[ready], at[ready]
             if ranks.size:
-                ranks, times = self._issue(ranks, k, self.ops.t[k])
+                ranks, times = self._issue(ranks, k, at)
 
     def _complete(self, ops: np.ndarray, times: np.ndarray) -> None:
         """Ops done at ``times``: their chunk successors get an input; a compute moves its rank's pc."""
@@ -694,7 +708,7 @@ class _Run:
         if comp is not None and comp.any():
             self.pc[self.num.rank(ops[comp])] = self.num.orig(ops[comp]) + 1
         if nxt.size:
-            self._ops_ready(self.ops.input(nxt, when) if self.single_pred else self.ops.input_repeated(nxt, when))
+            self._on_ready(*(self.ops.input(nxt, when) if self.single_pred else self.ops.input_repeated(nxt, when)))
         if comp is not None and comp.any():
             self._advance(self.num.rank(ops[comp]), times[comp])
 
@@ -706,9 +720,8 @@ class _Run:
         if not self.all_on_arrival:
             own = ~self.on_arrival[msgs]
             if own.any():
-                go = self.hand.input(msgs[own], times[own])
+                go, h = self.hand.input(msgs[own], times[own])
                 if go.size:
-                    h = self.hand.t[go]
                     self._sent_input(go, h)
                     self._start_input(go, h + self.msgs.delay_s[go])
                 msgs, times = msgs[~own], times[~own]
@@ -720,10 +733,9 @@ class _Run:
         or, for ``direct`` private messages, the arrival of the connection's previous message. Once all
         came: the first byte of a private message moves (or waits for its predecessor in ``first_byte``), a
         shared one goes to the network."""
-        go = self.start.input(msgs, times)
+        go, a = self.start.input(msgs, times)
         if not go.size:
             return
-        a = self.start.t[go]
         if not self.all_direct_private:
             private = self.private[go]
             if not private.all():
@@ -739,9 +751,9 @@ class _Run:
     def _first_byte_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
         """Private messages that are not ``direct``: the first byte moves once the delay is over and the
         previous message arrived."""
-        go = self.first_byte.input(msgs, times)
+        go, start = self.first_byte.input(msgs, times)
         if go.size:
-            self._first_byte(go, self.first_byte.t[go])
+            self._first_byte(go, start)
 
     def _first_byte(self, msgs: np.ndarray, start: np.ndarray) -> None:
         """Private messages whose first byte moves at ``start``: they arrive at their route's bottleneck
@@ -759,12 +771,14 @@ class _Run:
             self._sent_input(w, np.repeat(start, hi - lo) + np.where(np.isfinite(cap), left / cap, 0.0))
 
     def _sent_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
-        go = self.sent.input(msgs, times)
+        go, at = self.sent.input(msgs, times)
         if go.size:
-            self.done.append((self.msgs.send[go], self.sent.t[go]))
+            self.done.append((self.msgs.send[go], at))
 
     def _arrive(self, msgs: np.ndarray, times: np.ndarray) -> None:
-        self._ops_ready(self.ops.input(self.msgs.recv[msgs], times))
+        ready, at = self.ops.input(self.msgs.recv[msgs], times)
+        if ready.size:
+            self._recv_done(ready, at)
         if self.all_on_arrival:
             self.done.append((self.msgs.send[msgs], times))
         else:
