@@ -555,11 +555,7 @@ class _Run:
             wait[gates] += 1
         self.ops = _Countdown(wait)
         del wait, n_pred
-        # what a recv costs once its data is there, per byte, by op kind (0 for sends and computes)
-        per_byte = np.zeros(4)
-        per_byte[[Op.RECV, Op.REDUCE]] = recv_cost_per_byte(s)
-        self.recv_per_byte = per_byte if per_byte.any() else None
-        self.op_nbytes = s.nbytes
+
         if self.has_compute:
             computes = np.flatnonzero(self.is_compute)
             self.compute_s = np.zeros(n)
@@ -590,6 +586,12 @@ class _Run:
         self.start = _Countdown(wait)
         if not self.all_direct_private:
             self.first_byte = _Countdown(np.where(has_prev, 2, 1))
+        per_recv, per_reduce = recv_cost_per_byte(s)  # what a recv costs once its data is there
+        if per_recv or per_reduce:
+            recv_op = s.messages.recv  # the recv's own bytes (op_nbytes may size it apart from its send)
+            self.recv_cost = s.nbytes[recv_op] * np.where(s.plan.op[recv_op] == Op.REDUCE, per_reduce, per_recv)
+        else:
+            self.recv_cost = None
         self.next_msg = np.full(m + 1, -1, np.int64)
         self.next_msg[msgs.prev[has_prev]] = np.flatnonzero(has_prev)
         cap = net.pair_capacity_Bps[msgs.pair]
@@ -624,8 +626,8 @@ class _Run:
 
     def _recv_done(self, ops: np.ndarray, times: np.ndarray) -> None:
         """Recvs whose last input came at ``times``: they complete after their copy (and reduce) cost."""
-        if self.recv_per_byte is not None:
-            times = times + self.recv_per_byte[self.kind[ops]] * self.op_nbytes[self.num.orig(ops)]
+        if self.recv_cost is not None:
+            times = times + self.recv_cost[self.msg_of[ops]]
         self.done.append((ops, times))
 
     # -- ops ---------------------------------------------------------------------------------------------
