@@ -519,13 +519,14 @@ class _Run:
         rank = s.rank
         self.num = num = _Numbering(plan, rank)
         self.kind = num.to_new(plan.op)
-        # program navigation, in the plan's numbering: the next op at or after j that can block issue (send
-        # or compute), capped at the rank's end (the end of a rank is below every op of the next one)
+        # program navigation, in the plan's numbering: ``pc`` is each rank's first op not yet posted or
+        # issued, ``next_block`` its next op that can block issue (a send or compute) as an index into
+        # ``blocking``; ``block_end`` is where the rank's entries there end
         self.end = plan.offsets[1:].astype(np.int64)
-        next_block = np.repeat(self.end, np.diff(plan.offsets))
-        blocking = np.flatnonzero((plan.op == Op.SEND) | (plan.op == Op.COMPUTE))
-        next_block[blocking] = blocking
-        self.next_block = np.minimum.accumulate(next_block[::-1])[::-1]
+        self.blocking = np.flatnonzero((plan.op == Op.SEND) | (plan.op == Op.COMPUTE))
+        self.next_block = np.searchsorted(self.blocking, plan.offsets[:-1])
+        self.block_end = np.searchsorted(self.blocking, self.end)
+        self.blocking = np.append(self.blocking, n)  # a last entry for ranks past their last one
         self.pc = plan.offsets[:-1].astype(np.int64).copy()
         chain = _chunk_chain(plan, rank, num)
         if chain is not None:  # one chunk per op: one chain per (rank, chunk)
@@ -648,6 +649,7 @@ class _Run:
         """Ready sends/computes at the ranks' pcs start at ``times``; returns the ranks that issue on."""
         orig = self.num.orig(ops)
         self.t_start[orig] = times
+        self.next_block[ranks] += 1
         if self.has_compute:
             comp = self.is_compute[ops]
             if comp.any():
@@ -661,7 +663,7 @@ class _Run:
 
     def _advance(self, ranks: np.ndarray, times: np.ndarray) -> None:
         """Ranks whose pc just moved at ``times``: post the recvs up to the next send/compute, issue it if ready."""
-        pc, end, next_block, new = self.pc, self.end, self.next_block, self.num.new
+        pc, end, new = self.pc, self.end, self.num.new
         while ranks.size:
             j, stop = pc[ranks], end[ranks]
             live = j < stop
@@ -669,7 +671,8 @@ class _Run:
                 ranks, times, j, stop = ranks[live], times[live], j[live], stop[live]
                 if not ranks.size:
                     return
-            k = next_block[j]
+            b = self.next_block[ranks]
+            k = np.where(b < self.block_end[ranks], self.blocking[b], stop)
             gap = k - j
             if gap.any():
                 posts = expand(j, k)
