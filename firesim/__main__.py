@@ -1,3 +1,4 @@
 from firesim.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process (multiprocessing, mpi4py.futures) imports the parent's main
+    main()

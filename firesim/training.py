@@ -23,6 +23,7 @@ from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params, compute_flops, price_per_gpu_hour, resolve_cluster
 from firesim.plans import Op, Plan
 from firesim.trace import Trace
+from firesim.whatif import WhatIf, iteration_kwargs
 from firesim.workload import ModelProfile, load_workload
 
 DDP_BUCKET_NBYTES = 25 * 2**20
@@ -143,7 +144,7 @@ class Prediction:
 def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo: str, *, batch: int | None = None,
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
-            engine: str = "analytic") -> Prediction:
+            engine: str = "analytic", whatif: WhatIf | None = None) -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
     the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost.
 
@@ -151,11 +152,14 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
     all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
     ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    ``whatif`` (stragglers, per-rank speeds, per-link figures; ``firesim.whatif``) needs engine="des".
     """
     profile = load_workload(profile) if isinstance(profile, str) else profile
     cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
     if engine not in ("analytic", "des"):
         raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
+    if whatif is not None and whatif.active and engine != "des":
+        raise UserError("stragglers, rank speeds and link overrides are played by the simulator: use --engine des")
     if (batch is None) == (batch_per_gpu is None):
         raise UserError("batch: give exactly one of the global batch and the batch per GPU")
     if not epochs > 0:
@@ -165,9 +169,10 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
         raise UserError(f"batch: must be >= 1, got {global_batch}")
     it = iteration(profile, cluster, gpus, global_batch / gpus, algo, dtype=dtype, overlap=overlap,
                    bucket_nbytes=bucket_nbytes)
-    if engine == "des" and gpus > 1:
+    if engine == "des" and (gpus > 1 or whatif is not None and whatif.active):
         sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=global_batch / gpus, dtype=dtype,
-                                 overlap=overlap, bucket_nbytes=bucket_nbytes)
+                                 overlap=overlap, bucket_nbytes=bucket_nbytes,
+                                 **iteration_kwargs(whatif, cluster, gpus, algo))
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, dtype=dtype, overlap=overlap)
     iterations = epochs * profile.train_samples / global_batch

@@ -1,0 +1,233 @@
+"""Figures people would rather look at than read: the FireCaffe reproduction, the Pareto front of a
+recommendation, and timelines (one training iteration on the engine; any Trace, measured or predicted).
+
+matplotlib with the Agg backend (no display needed); every ``save_*`` writes a PNG atomically and refuses
+an unwritable path before drawing. The ``draw_*`` functions take an ``Axes`` so notebooks can compose them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from firesim.io import check_writable, write_bytes_atomic
+
+__all__ = ["draw_iteration", "draw_trace", "save_figure", "save_paper", "save_pareto", "save_timeline"]
+
+_OP_COLORS = {"send": "tab:blue", "recv": "tab:orange", "reduce": "tab:green", "compute": "tab:gray"}
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write ``fig`` as a PNG atomically, then close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------------- the paper
+def save_paper(result, path: str | os.PathLike) -> None:
+    """(a) communication per iteration vs GPUs, one panel per model; (b) speedup vs GPUs for the training
+    runs with the published points; and the assumptions, in one PNG."""
+    check_writable(path, "plot")
+    plt = _pyplot()
+    comm, train, setup = result.communication, result.training, result.setup
+    models = list(dict.fromkeys(r["model"] for r in comm))
+    train_models = list(dict.fromkeys(r["model"] for r in train))
+    cols = max(len(models), len(train_models) + 2)
+    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 8.2), squeeze=False)
+    algos = list(dict.fromkeys(r["algo"] for r in comm))
+    colors = {a: c for a, c in zip(algos, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple"))}
+    for ax, model in zip(axes[0], models):
+        rows = [r for r in comm if r["model"] == model and r["gpus"] > 1]
+        for algo in algos:
+            mine = [r for r in rows if r["algo"] == algo]
+            if not mine:
+                continue
+            g = [r["gpus"] for r in mine]
+            ax.plot(g, [r["comm_s"] * 1e3 for r in mine], "o-", color=colors[algo], label=_algo_label(algo))
+            formula = [r["paper_formula_s"] for r in mine]
+            if all(f is not None for f in formula):
+                ax.plot(g, [f * 1e3 for f in formula], ":", color=colors[algo], label=f"{_algo_label(algo)}, paper's formula")
+        nbytes = rows[0]["gradient_nbytes"] if rows else 0
+        ax.set(xscale="log", yscale="log", xlabel="GPUs", ylabel="communication per iteration (ms)",
+               title=f"(a) {model}: {nbytes / 1e6:.0f} MB of fp32 gradients")
+        ax.set_xticks([r["gpus"] for r in rows if r["algo"] == algos[0]])
+        ax.get_xaxis().set_major_formatter(_plain_ticks())
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    for ax in axes[0][len(models):]:
+        ax.axis("off")
+    for ax, model in zip(axes[1], train_models):
+        rows = [r for r in train if r["model"] == model]
+        for batch, color in zip(dict.fromkeys(r["batch"] for r in rows), ("tab:blue", "tab:green", "tab:purple")):
+            for algo in dict.fromkeys(r["algo"] for r in rows if r["algo"] != "none"):
+                mine = [r for r in rows if r["batch"] == batch and r["algo"] in (algo, "none")]
+                style = "-" if algo == setup.algos[0] else "--"
+                ax.plot([r["gpus"] for r in mine], [r["speedup"] for r in mine], "o" + style, color=color,
+                        label=f"batch {batch}, {_algo_label(algo)}")
+        published = [(r["gpus"], r["published_speedup"]) for r in rows if r["published_speedup"]]
+        for g, s in published:
+            ax.plot([g], [s], "k*", markersize=14, label=f"published {s:g}x")
+        gmax = max(r["gpus"] for r in rows)
+        ax.plot([1, gmax], [1, gmax], color="0.6", lw=0.8, label="linear")
+        ax.set(xscale="log", yscale="log", xlabel="GPUs", ylabel="speedup vs the single-GPU baseline",
+               title=f"(b) {model} on {result.assumptions[0]['value']}: predicted vs published")
+        ax.get_xaxis().set_major_formatter(_plain_ticks())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    text_ax = axes[1][len(train_models)]
+    for ax in axes[1][len(train_models):]:
+        ax.axis("off")
+    text_ax.text(0, 1, _assumption_text(result), va="top", ha="left", fontsize=7.5, family="monospace",
+                 transform=text_ax.transAxes, wrap=True)
+    fig.suptitle("FireCaffe on Titan, predicted by firesim (nothing fitted to the paper's speedups)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _algo_label(algo: str) -> str:
+    if algo.startswith("ps:servers=") and algo.count("=") == 1:
+        return f"parameter server, {algo.split('=')[1]} shards"
+    return {"ps": "parameter server (1 server)", "tree": "reduction tree"}.get(algo, algo)
+
+
+def _plain_ticks():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _: f"{x:g}")
+
+
+def _assumption_text(result) -> str:
+    """The assumptions that move the numbers most, one short line each."""
+    keep = ("peak_flops", "achieved", "cray-gemini.bandwidth", "cray-gemini.efficiency", "alpha, beta", "overlap",
+            "baseline", "epochs")
+    lines = ["assumptions (firesim paper prints them all):"]
+    for row in result.assumptions:
+        if any(k in row["name"] for k in keep):
+            lines.append(f"{row['name']}: {row['value']}"[:70])
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- the Pareto
+def save_pareto(rec, path: str | os.PathLike, title: str = "") -> None:
+    """Every priced configuration as time to train vs cost (log-log), coloured by hardware; the Pareto front,
+    the deadline and the budget, and the two picks."""
+    check_writable(path, "plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    priced = [r for r in rec.records if r["status"] == "ok" and r["cost"] is not None]
+    for hw in dict.fromkeys(r["hardware"] for r in priced):
+        mine = [r for r in priced if r["hardware"] == hw]
+        ax.scatter([r["time_to_train_s"] / 3600 for r in mine], [r["cost"] for r in mine], s=8, alpha=0.35, label=hw)
+    front = rec.pareto
+    if front:
+        ax.step([r["time_to_train_s"] / 3600 for r in front], [r["cost"] for r in front], "k-", where="post",
+                lw=1.2, label="Pareto front")
+        ax.plot([r["time_to_train_s"] / 3600 for r in front], [r["cost"] for r in front], "k.", ms=5)
+    if rec.deadline_s is not None:
+        ax.axvline(rec.deadline_s / 3600, color="tab:red", ls="--", lw=1, label="deadline")
+    if rec.budget_usd is not None:
+        ax.axhline(rec.budget_usd, color="tab:purple", ls="--", lw=1, label="budget")
+    for pick, marker, label in ((rec.fastest, "*", "fastest within budget"), (rec.cheapest, "D", "cheapest by deadline")):
+        if pick is not None:
+            ax.plot([pick["time_to_train_s"] / 3600], [pick["cost"]], marker, color="gold", mec="k", ms=13,
+                    label=f"{label}: {_short(pick)}")
+    ax.set(xscale="log", yscale="log", xlabel="time to train (hours)", ylabel="cost (USD)")
+    ax.set_title(title or "time to train vs cost, every priced configuration", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _short(r: dict) -> str:
+    return f"{r['hardware']} x{r['gpus']} {r['algo']} b{r['batch']} {r['dtype']}"
+
+
+# ------------------------------------------------------------------------------------------- timelines
+def draw_trace(ax, trace, title: str | None = None, t_max_s: float | None = None) -> None:
+    """One lane per rank: sends in the upper half, receives and reduces in the lower, times in ms."""
+    from firesim.plans.ir import OP_NAMES
+
+    span_ms = (t_max_s or trace.duration_s) * 1e3
+    for kind, name in enumerate(OP_NAMES):
+        sel = trace.op == kind
+        if not sel.any():
+            continue
+        lane = trace.rank[sel] + (0.05 if name == "send" else 0.5)
+        start = trace.t_start[sel] * 1e3
+        width = np.maximum((trace.t_end[sel] - trace.t_start[sel]) * 1e3, span_ms * 2e-3)
+        ax.barh(lane, width, left=start, height=0.42, align="edge", color=_OP_COLORS.get(name, "k"), alpha=0.65,
+                label=name)
+    ranks = trace.header.ranks
+    ax.set_xlim(0, span_ms * 1.02)
+    ax.set_ylim(ranks, 0)
+    ax.set_yticks(np.arange(ranks) + 0.5, [f"r{r}" for r in range(ranks)])
+    ax.set_xlabel("ms")
+    ax.set_title(title or f"{trace.header.plan} ({trace.header.source}): {trace.duration_s * 1e3:.2f} ms", fontsize=9)
+
+
+def draw_iteration(ax, sim, title: str | None = None, max_ranks: int = 16) -> None:
+    """A training iteration played on the engine (``firesim.training.simulate_iteration``): per rank,
+    forward and backward (scaled by the rank's speed) on the upper half of its lane, each gradient bucket's
+    all-reduce (from when backward produced it to when it finished there) on the lower half."""
+    ranks = min(sim.gpus, max_ranks)
+    speed = sim.rank_speed[:ranks]
+    forward, compute = sim.compute_s / 3 / speed, sim.compute_s / speed
+    ms = 1e3
+    ax.barh(np.arange(ranks) + 0.05, forward * ms, left=0, height=0.42, align="edge", color="0.75", label="forward")
+    ax.barh(np.arange(ranks) + 0.05, (compute - forward) * ms, left=forward * ms, height=0.42, align="edge",
+            color="tab:gray", label="backward")
+    cmap = _pyplot().get_cmap("tab20")
+    for b in range(sim.bucket_ready_s.shape[0]):
+        ready, done = sim.bucket_ready_s[b, :ranks], sim.bucket_done_s[b, :ranks]
+        ax.barh(np.arange(ranks) + 0.5, (done - ready) * ms, left=ready * ms, height=0.42, align="edge",
+                color=cmap(b % 20), alpha=0.85, label="bucket all-reduce" if b == 0 else None)
+    ax.axvline(sim.iteration_s * ms, color="k", lw=0.8)
+    ax.set_ylim(ranks, 0)
+    ax.set_yticks(np.arange(ranks) + 0.5, [f"r{r}" + ("*" if speed[r] < 1 else "") for r in range(ranks)])
+    ax.set_xlabel("ms")
+    slow = "" if np.all(speed == 1) else ", * = slowed rank"
+    ax.set_title(title or f"{sim.algo} on {sim.gpus} GPUs: iteration {sim.iteration_s * ms:.1f} ms, "
+                 f"exposed communication {sim.exposed_comm_s * ms:.1f} ms{slow}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def save_timeline(sims: Sequence, path: str | os.PathLike, titles: Sequence[str] | None = None,
+                  suptitle: str = "") -> None:
+    """Iterations (``SimulatedIteration``) or Traces side by side, on a common time axis."""
+    check_writable(path, "plot")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(sims), figsize=(6.5 * len(sims), 0.6 + 0.32 * max(_lanes(s) for s in sims) + 1.5),
+                             squeeze=False, sharex=True)
+    t_max = max(getattr(s, "iteration_s", None) or s.duration_s for s in sims)
+    for i, (ax, sim) in enumerate(zip(axes[0], sims)):
+        title = titles[i] if titles else None
+        if hasattr(sim, "bucket_ready_s"):
+            draw_iteration(ax, sim, title)
+        else:
+            draw_trace(ax, sim, title, t_max)
+        ax.set_xlim(0, t_max * 1e3 * 1.02)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _lanes(sim) -> int:
+    return min(sim.gpus, 16) if hasattr(sim, "bucket_ready_s") else sim.header.ranks
+
