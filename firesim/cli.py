@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -506,6 +507,25 @@ def _parse_usd(text: str, what: str) -> float:
     if not 0 < value < float("inf"):
         raise UserError(f"{what}: must be a positive amount, got {text!r}")
     return value
+
+
+@plans_app.command("list")
+def plans_list(as_json: JsonOpt = False) -> None:
+    """Every registered algorithm: name, aliases, options with their bounds, closed-form cost."""
+    from firesim.plans import algorithms
+
+    records = []
+    for a in algorithms():
+        records.append({"name": a.name, "aliases": list(a.aliases), "summary": a.summary, "options": a.options.describe(),
+                        "closed_form": a.time is not None, "cost": a.cost or "engine only"})
+    table = Table(title="algorithms (firesim.plans.registry)", header_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("algorithm", no_wrap=True)
+    table.add_column("options (default, bounds)", overflow="fold")
+    table.add_column("closed-form cost", overflow="fold")
+    for rec in records:
+        aliases = f"\n[dim]{', '.join(rec['aliases'])}[/dim]" if rec["aliases"] else ""
+        table.add_row(escape(rec["name"]) + aliases, escape("\n".join(rec["options"]) or "-"), escape(rec["cost"]))
+    _emit(records, as_json, table)
 
 
 @plans_app.command("show")
