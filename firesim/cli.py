@@ -25,7 +25,7 @@ from firesim.cluster import allreduce_seconds
 from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
 from firesim.io import check_writable, dumps, write_csv_atomic, write_json_atomic
-from firesim.plans import algorithms, build, resolve, split_specs, verify
+from firesim.plans import build, resolve, split_specs, verify
 from firesim.training import predict as predict_training
 from firesim.units import (
     format_bytes,
@@ -35,7 +35,7 @@ from firesim.units import (
     parse_size_list,
     split_list,
 )
-from firesim.whatif import parse_whatif
+from firesim.whatif import WhatIf, parse_whatif
 from firesim.workload import list_workloads, load_workload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,7 +66,7 @@ def _seconds(x: float) -> str:
     if x == 0:
         return "0"
     for unit, scale in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(x) >= scale and not (unit == "d" and x < 4 * 86400):
+        if abs(x) >= scale * 0.9995 and not (unit == "d" and x < 4 * 86400):  # 0.9995s prints 1s, not 1e+03ms
             return f"{x / scale:.3g}{unit}"
     return f"{x * 1e9:.3g}ns"
 
@@ -142,6 +142,9 @@ def predict(
     rank_speed: RankSpeedOpt = None,
     link: LinkOpt = None,
     seed: SeedOpt = 0,
+    timeline: Annotated[Path | None, typer.Option(
+        help="With --engine des: save the played iterations (at most 4) as a timeline PNG, each beside its "
+             "nominal run when a what-if is given.")] = None,
     hardware_catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -149,6 +152,7 @@ def predict(
 
     What-if: --stragglers, --rank-speed and --link perturb the cluster; the simulator plays them (--engine des).
     """
+    _outputs(timeline)
     if batch is None and batch_per_gpu is None:
         batch = 1024
     profile = load_workload(model)
@@ -159,12 +163,17 @@ def predict(
         resolve(a)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
     whatif = parse_whatif(stragglers, rank_speed, link, seed)
+    if timeline is not None and (engine != "des" or len(gpu_counts) * len(algos) > 4):
+        raise UserError("timeline: needs --engine des and at most 4 configurations (GPU counts x algorithms)")
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
                          baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
                          bucket_nbytes=bucket_nbytes, engine=engine, whatif=whatif).record()
         for g in gpu_counts for a in algos
     ]
+    if timeline is not None:
+        _save_timelines(timeline, profile, cluster, records, whatif, dtype=dtype, overlap=overlap,
+                        bucket_nbytes=bucket_nbytes)
     title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
              f"(speedup vs 1 GPU at batch {baseline_batch})" + (f"; what-if: {whatif.describe()}" if whatif.active else ""))
     table = _table(title, records, [
@@ -174,6 +183,26 @@ def predict(
         ("efficiency", "eff", lambda x: f"{x:.0%}"), ("time_to_train_s", "train", _seconds),
         ("cost", "cost", _dollars)])
     _emit(records, as_json, table)
+
+
+def _save_timelines(path: Path, profile, cluster, records: list[dict], whatif: WhatIf, **options) -> None:
+    """The iterations behind ``records`` played again on the engine (beside the nominal ones for a what-if)."""
+    from firesim.plots import save_figure, timeline_figure
+    from firesim.training import simulate_iteration
+    from firesim.whatif import iteration_kwargs
+
+    sims, titles = [], []
+    for rec in records:
+        runs = [("nominal", {}), ("what-if", iteration_kwargs(whatif, cluster, rec["gpus"], rec["algo"]))]
+        for label, kwargs in runs if whatif.active else runs[:1]:
+            sim = simulate_iteration(profile, cluster, rec["gpus"], rec["algo"], batch_per_gpu=rec["batch_per_gpu"],
+                                     **options, **kwargs)
+            sims.append(sim)
+            titles.append(f"{rec['algo']} on {rec['gpus']} GPUs, {label}: iteration {sim.iteration_s * 1e3:.1f} ms, "
+                          f"exposed comm {sim.exposed_comm_s * 1e3:.1f} ms")
+    what = f"; what-if: {whatif.describe()}" if whatif.active else ""
+    save_figure(timeline_figure(sims, titles, f"{profile.name} on {cluster.name}, batch {records[0]['batch']}{what} "
+                                              "(top of each lane: forward, backward; bottom: bucket all-reduces)"), path)
 
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
@@ -214,8 +243,8 @@ def sweep(
     batch: Annotated[str, typer.Option(help="Global batches: 256,1024 or 256:8192 (doubling).")] = "256,1024",
     dtype: Annotated[str, typer.Option(help="Precisions, comma-separated (fp32, tf32, fp16, bf16).")] = "fp32",
     epochs: Annotated[float, typer.Option(help="Epochs.")] = 90.0,
-    engine: Annotated[str, typer.Option(help="analytic or des (the simulator, slow: thousands of configurations "
-                                              "take minutes).")] = "analytic",
+    engine: Annotated[str, typer.Option(help="analytic or des (the simulator: at most 200 configurations of at "
+                                              "most 64 GPUs).")] = "analytic",
     workers: WorkersOpt = 1,
     executor: ExecutorOpt = "local",
     hardware_catalog: CatalogOpt = None,
@@ -245,25 +274,15 @@ def sweep(
     console.print(f"wrote {len(ok)} predictions to {out}" + (f" (skipped: {why})" if why else ""), highlight=False)
 
 
-def _search_space(model: str, hardware: str, gpus: str, algo: str, batch: str, dtype: str,
+def _search_space(model: str, hardware: str, gpus: str, algo: str | None, batch: str, dtype: str,
                   hardware_catalog: Path | None, **setting):
-    """The Setting and the grid of cases of a sweep or a search, every input checked once, up front."""
-    from firesim.search import Setting, grid
+    """The command-line lists of a sweep or a search as ``firesim.search.sweep.search_space`` arguments."""
+    from firesim.search.sweep import search_space
 
-    catalog = load_catalog(hardware_catalog) if hardware_catalog else None
-    models = split_list(model, "model")
-    hardware_names = [c.name for c in list_presets(catalog)] if hardware == "all" else split_list(hardware, "hardware")
-    clusters = {h: resolve_cluster(h, catalog) for h in hardware_names}
-    profiles = {m: load_workload(m) for m in models}
-    if setting.get("samples"):
-        profiles = {m: p.model_copy(update={"train_samples": setting["samples"]}) for m, p in profiles.items()}
-    setting.pop("samples", None)
-    algos = split_specs(algo)
-    for a in algos:
-        resolve(a, ranks_per_node=1)  # syntax and options; node-aware defaults come per cluster
-    dtypes = split_list(dtype, "dtype")
-    cases = grid(models, hardware_names, parse_int_list(gpus, "gpus"), algos, parse_int_list(batch, "batch"), dtypes)
-    return Setting(profiles=profiles, clusters=clusters, **setting), cases
+    return search_space(
+        split_list(model, "model"), None if hardware == "all" else split_list(hardware, "hardware"),
+        parse_int_list(gpus, "gpus"), None if algo is None else split_specs(algo), parse_int_list(batch, "batch"),
+        split_list(dtype, "dtype"), catalog=load_catalog(hardware_catalog) if hardware_catalog else None, **setting)
 
 
 @app.command()
@@ -354,14 +373,14 @@ def paper(
     """Reproduce FireCaffe on Titan: (a) parameter server vs reduction tree per iteration for NiN, AlexNet,
     GoogLeNet, VGG-19 on 1..256 GPUs; (b) time to train and speedup of GoogLeNet and NiN on 1, 32, 128 GPUs at
     batch 256 and 1024, beside the published 47x and 39x. Every assumption is printed with its source."""
-    from firesim.plots import save_paper
-    from firesim.search.paper import load_setup, parse_algos, reproduce
+    from firesim.plots import paper_figure, save_figure
+    from firesim.search.paper import load_setup, parse_algos, reproduce_paper
 
     _outputs(plot)
     chosen = load_setup(setup, hardware=hardware, algos=parse_algos(algo), engine=engine)
-    result = reproduce(chosen, _cluster(chosen.hardware, hardware_catalog))
+    result = reproduce_paper(chosen, _cluster(chosen.hardware, hardware_catalog))
     if plot is not None:
-        save_paper(result, plot)
+        save_figure(paper_figure(result), plot)
     if as_json:
         sys.stdout.write(dumps(result.to_dict(), indent=2) + "\n")
         return
@@ -415,7 +434,7 @@ def recommend(
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[str, typer.Option(help="analytic, or des (the simulator, needed by the what-if options; "
-                                              f"at most {2000:,} configurations).")] = "analytic",
+                                              "at most 200 configurations of at most 64 GPUs).")] = "analytic",
     stragglers: StragglersOpt = None,
     rank_speed: RankSpeedOpt = None,
     link: LinkOpt = None,
@@ -429,23 +448,21 @@ def recommend(
     """What should we buy? Search hardware x GPUs x algorithm x batch x precision; print the fastest
     configuration within the budget, the cheapest within the deadline, the Pareto front of time vs cost,
     and why every other region was rejected."""
-    from firesim.plots import save_pareto
+    from firesim.plots import pareto_figure, save_figure
     from firesim.search import make_executor
-    from firesim.search.recommend import recommend as run_recommend
+    from firesim.search.recommend import choose
 
     _outputs(plot)
     if epochs is not None and steps is not None:
         raise UserError("epochs: give epochs or steps, not both")
     deadline_s = None if deadline is None else _parse_duration(deadline, "deadline")
     budget_usd = None if budget is None else _parse_usd(budget, "budget")
-    if algo is None:
-        algo = ",".join(a.name for a in algorithms() if a.time is not None)
     setting, cases = _search_space(
         model, hardware, gpus, algo, batch, dtype, hardware_catalog, epochs=90.0 if epochs is None else epochs,
         steps=steps, samples=samples, overlap=overlap, bucket_nbytes=parse_bytes(bucket_size, "bucket-size"),
         engine=engine, whatif=parse_whatif(stragglers, rank_speed, link, seed))
     with make_executor(executor, workers) as pool, _progress(len(cases), "recommend") as advance:
-        result = run_recommend(setting, cases, deadline_s=deadline_s, budget_usd=budget_usd, executor=pool,
+        result = choose(setting, cases, deadline_s=deadline_s, budget_usd=budget_usd, executor=pool,
                                progress=advance)
     profile = next(iter(setting.profiles.values()))
     length = f"{steps:,} steps" if steps is not None else f"{setting.epochs:g} epochs of {profile.train_samples:,} samples"
@@ -453,7 +470,7 @@ def recommend(
                                     budget and f"budget {_dollars(budget_usd)}") if x)
     title = f"{profile.name}, {length}; {limits}; {len(cases):,} configurations"
     if plot is not None:
-        save_pareto(result, plot, title)
+        save_figure(pareto_figure(result, title), plot)
     if as_json:
         sys.stdout.write(dumps({"model": profile.name, **result.to_dict()}, indent=2) + "\n")
         return

@@ -1,8 +1,9 @@
 """Figures people would rather look at than read: the FireCaffe reproduction, the Pareto front of a
 recommendation, and timelines (one training iteration on the engine; any Trace, measured or predicted).
 
-matplotlib with the Agg backend (no display needed); every ``save_*`` writes a PNG atomically and refuses
-an unwritable path before drawing. The ``draw_*`` functions take an ``Axes`` so notebooks can compose them.
+Each ``*_figure`` returns a ``matplotlib.figure.Figure`` built without pyplot (no backend, no global state:
+it shows inline in Jupyter and saves anywhere); ``save_figure`` writes it as a PNG atomically. The
+``draw_*`` functions take an ``Axes``, so notebooks can compose them.
 """
 
 from __future__ import annotations
@@ -15,40 +16,36 @@ import numpy as np
 
 from firesim.io import check_writable, write_bytes_atomic
 
-__all__ = ["draw_iteration", "draw_trace", "save_figure", "save_paper", "save_pareto", "save_timeline"]
+__all__ = ["draw_iteration", "draw_pareto", "draw_trace", "paper_figure", "pareto_figure", "save_figure",
+           "timeline_figure"]
 
 _OP_COLORS = {"send": "tab:blue", "recv": "tab:orange", "reduce": "tab:green", "compute": "tab:gray"}
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    from matplotlib.figure import Figure
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    """Write ``fig`` as a PNG atomically, then close it."""
+    """Write ``fig`` as a PNG atomically (an unwritable path is refused before drawing)."""
+    check_writable(path, "plot")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    _pyplot().close(fig)
     write_bytes_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------- the paper
-def save_paper(result, path: str | os.PathLike) -> None:
+def paper_figure(result):
     """(a) communication per iteration vs GPUs, one panel per model; (b) speedup vs GPUs for the training
-    runs with the published points; and the assumptions, in one PNG."""
-    check_writable(path, "plot")
-    plt = _pyplot()
+    runs with the published points; and the main assumptions (``firesim.search.paper.PaperResult``)."""
     comm, train, setup = result.communication, result.training, result.setup
     models = list(dict.fromkeys(r["model"] for r in comm))
     train_models = list(dict.fromkeys(r["model"] for r in train))
     cols = max(len(models), len(train_models) + 2)
-    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 8.2), squeeze=False)
+    fig = _figure(figsize=(4 * cols, 8.2))
+    axes = fig.subplots(2, cols, squeeze=False)
     algos = list(dict.fromkeys(r["algo"] for r in comm))
     colors = {a: c for a, c in zip(algos, ("tab:red", "tab:blue", "tab:orange", "tab:green", "tab:purple"))}
     for ax, model in zip(axes[0], models):
@@ -96,7 +93,7 @@ def save_paper(result, path: str | os.PathLike) -> None:
                  transform=text_ax.transAxes, wrap=True)
     fig.suptitle("FireCaffe on Titan, predicted by firesim (nothing fitted to the paper's speedups)")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def _algo_label(algo: str) -> str:
@@ -123,12 +120,17 @@ def _assumption_text(result) -> str:
 
 
 # -------------------------------------------------------------------------------------------- the Pareto
-def save_pareto(rec, path: str | os.PathLike, title: str = "") -> None:
-    """Every priced configuration as time to train vs cost (log-log), coloured by hardware; the Pareto front,
-    the deadline and the budget, and the two picks."""
-    check_writable(path, "plot")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+def pareto_figure(rec, title: str = ""):
+    """``draw_pareto`` in a figure of its own."""
+    fig = _figure(figsize=(11, 5.5))
+    draw_pareto(fig.subplots(), rec, title)
+    fig.tight_layout()
+    return fig
+
+
+def draw_pareto(ax, rec, title: str = "") -> None:
+    """Every priced configuration of a ``Recommendation`` as time to train vs cost (log-log), coloured by
+    hardware; the Pareto front, the deadline and the budget, and the two picks."""
     priced = [r for r in rec.records if r["status"] == "ok" and r["cost"] is not None]
     for hw in dict.fromkeys(r["hardware"] for r in priced):
         mine = [r for r in priced if r["hardware"] == hw]
@@ -150,8 +152,6 @@ def save_pareto(rec, path: str | os.PathLike, title: str = "") -> None:
     ax.set_title(title or "time to train vs cost, every priced configuration", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def _short(r: dict) -> str:
@@ -179,6 +179,7 @@ def draw_trace(ax, trace, title: str | None = None, t_max_s: float | None = None
     ax.set_yticks(np.arange(ranks) + 0.5, [f"r{r}" for r in range(ranks)])
     ax.set_xlabel("ms")
     ax.set_title(title or f"{trace.header.plan} ({trace.header.source}): {trace.duration_s * 1e3:.2f} ms", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def draw_iteration(ax, sim, title: str | None = None, max_ranks: int = 16) -> None:
@@ -192,7 +193,9 @@ def draw_iteration(ax, sim, title: str | None = None, max_ranks: int = 16) -> No
     ax.barh(np.arange(ranks) + 0.05, forward * ms, left=0, height=0.42, align="edge", color="0.75", label="forward")
     ax.barh(np.arange(ranks) + 0.05, (compute - forward) * ms, left=forward * ms, height=0.42, align="edge",
             color="tab:gray", label="backward")
-    cmap = _pyplot().get_cmap("tab20")
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
     for b in range(sim.bucket_ready_s.shape[0]):
         ready, done = sim.bucket_ready_s[b, :ranks], sim.bucket_done_s[b, :ranks]
         ax.barh(np.arange(ranks) + 0.5, (done - ready) * ms, left=ready * ms, height=0.42, align="edge",
@@ -207,13 +210,10 @@ def draw_iteration(ax, sim, title: str | None = None, max_ranks: int = 16) -> No
     ax.legend(fontsize=7, loc="lower right")
 
 
-def save_timeline(sims: Sequence, path: str | os.PathLike, titles: Sequence[str] | None = None,
-                  suptitle: str = "") -> None:
+def timeline_figure(sims: Sequence, titles: Sequence[str] | None = None, suptitle: str = ""):
     """Iterations (``SimulatedIteration``) or Traces side by side, on a common time axis."""
-    check_writable(path, "plot")
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(sims), figsize=(6.5 * len(sims), 0.6 + 0.32 * max(_lanes(s) for s in sims) + 1.5),
-                             squeeze=False, sharex=True)
+    fig = _figure(figsize=(6.5 * len(sims), 0.6 + 0.32 * max(_lanes(s) for s in sims) + 1.5))
+    axes = fig.subplots(1, len(sims), squeeze=False, sharex=True)
     t_max = max(getattr(s, "iteration_s", None) or s.duration_s for s in sims)
     for i, (ax, sim) in enumerate(zip(axes[0], sims)):
         title = titles[i] if titles else None
@@ -225,7 +225,7 @@ def save_timeline(sims: Sequence, path: str | os.PathLike, titles: Sequence[str]
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def _lanes(sim) -> int:

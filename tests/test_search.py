@@ -18,8 +18,8 @@ from firesim.errors import UserError
 from firesim.hardware import resolve_cluster
 from firesim.search import Case, Setting, evaluate, grid, make_executor, map_chunked, sweep
 from firesim.search.executor import MAX_CHUNK, MIN_CHUNK, chunk_size
-from firesim.search.paper import PUBLISHED, PaperSetup, load_setup, paper_formula_s, reproduce
-from firesim.search.recommend import analyse, pareto_front, recommend
+from firesim.search.paper import PUBLISHED, PaperSetup, load_setup, paper_formula_s, reproduce_paper
+from firesim.search.recommend import analyse, choose, pareto_front
 from firesim.training import predict
 from firesim.whatif import parse_link, parse_rank_speeds, parse_stragglers, parse_whatif
 from firesim.workload import load_workload
@@ -175,7 +175,7 @@ def test_picks_are_the_brute_force_optima(points, deadline, budget):
 
 
 def test_recommend_reasons_cover_every_rejection(setting, cases):
-    result = recommend(setting, cases, deadline_s=24 * 3600, budget_usd=5000)
+    result = choose(setting, cases, deadline_s=24 * 3600, budget_usd=5000)
     reasons = {r["verdict"] for r in result.records}
     assert {"no price", "batch per GPU < 1", "precision not supported"} <= reasons
     assert sum(region["configurations"] for region in result.regions) == sum(r["verdict"] is not None for r in result.records)
@@ -184,7 +184,7 @@ def test_recommend_reasons_cover_every_rejection(setting, cases):
     assert result.fastest is not None and result.fastest["cost"] <= 5000
     assert result.cheapest["time_to_train_s"] <= 24 * 3600
     with pytest.raises(UserError, match="deadline, a budget"):
-        recommend(setting, cases)
+        choose(setting, cases)
 
 
 def test_recommend_cli_json_and_plot(tmp_path):
@@ -199,6 +199,13 @@ def test_recommend_cli_json_and_plot(tmp_path):
     costs = [r["cost"] for r in data["pareto"]]
     assert costs == sorted(costs, reverse=True) and data["rejected_regions"]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from firesim import recommend as from_python  # the public API answers the same
+
+    same = from_python("resnet50", deadline_s=86400, budget_usd=20000, hardware=["dgx-a100", "ethernet-10g", "titan"],
+                       gpus=[1, 2, 4, 8, 16, 32, 64, 128, 256], batches=[256, 4096], algos=["ring", "tree", "ps"],
+                       dtypes=["fp32", "bf16"], epochs=90)
+    assert strict_json(json.dumps(same.fastest)) == data["fastest_within_budget"]
+    assert len(same.pareto) == len(data["pareto"])
     table = run("recommend", "--model", "resnet50", "--deadline", "2d", "--hardware", "dgx-a100", "--gpus", "8,64")
     assert table.exit_code == 0 and "Pareto front" in table.stdout and "cheapest within the deadline" in table.stdout
 
@@ -229,6 +236,8 @@ def test_recommend_cli_json_and_plot(tmp_path):
     ["predict", "--engine", "des", "--gpus", "8", "--algo", "ring", "--link", "h0-r9_9_9:bandwidth=1gbit"],
     ["simulate", "--ranks", "4", "--stragglers", "probability=0.5"],
     ["simulate", "--ranks", "4", "--trace", "/proc/t.json"],
+    ["predict", "--gpus", "8", "--algo", "ring", "--timeline", "OUT/t.png"],
+    ["sweep", "--out", "OUT/g.csv", "--engine", "des", "--gpus", "128"],
 ])
 def test_bad_input_exits_2_one_line_nothing_written(args, tmp_path, monkeypatch, capsys):
     from firesim.cli import main
@@ -253,7 +262,7 @@ def test_bad_input_from_a_shell(tmp_path):
 # ------------------------------------------------------------------------------------------- the paper
 @pytest.fixture(scope="module")
 def paper():
-    return reproduce()
+    return reproduce_paper()
 
 
 def test_paper_communication_is_the_closed_form(paper):
@@ -383,13 +392,16 @@ def test_simulate_what_if_cli():
 
 # ------------------------------------------------------------------------------------------- figures
 def test_timeline_and_pareto_figures(tmp_path, setting, cases):
-    from firesim.plots import save_pareto, save_timeline
+    from firesim.plots import pareto_figure, save_figure, timeline_figure
     from firesim.training import simulate_iteration
 
     sim = simulate_iteration(load_workload("resnet50"), resolve_cluster("ethernet-10g"), 4, "ring", batch_per_gpu=32)
-    save_timeline([sim], tmp_path / "t.png")
-    save_pareto(recommend(setting, cases, budget_usd=1e4), tmp_path / "p.png")
+    save_figure(timeline_figure([sim]), tmp_path / "t.png")
+    save_figure(pareto_figure(choose(setting, cases, budget_usd=1e4)), tmp_path / "p.png")
     assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in ("t.png", "p.png"))
     with pytest.raises(UserError):
-        save_timeline([sim], tmp_path)  # a directory
+        save_figure(timeline_figure([sim]), tmp_path)  # a directory
+    out = run("predict", "--model", "resnet50", "--hardware", "ethernet-10g", "--gpus", "4", "--algo", "ring",
+              "--engine", "des", "--rank-speed", "1=0.5", "--timeline", str(tmp_path / "what-if.png"))
+    assert out.exit_code == 0 and (tmp_path / "what-if.png").read_bytes()[:4] == b"\x89PNG"
 

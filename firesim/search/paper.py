@@ -34,7 +34,7 @@ from firesim.whatif import WhatIf
 from firesim.workload import ModelProfile, load_workload
 
 __all__ = ["PUBLISHED", "PaperResult", "PaperSetup", "TrainingSetup", "assumptions", "communication",
-           "reproduce", "training"]
+           "reproduce_paper", "training"]
 
 # The paper's headline results: what the model must predict, never what it is fitted to.
 PUBLISHED = {
@@ -268,7 +268,7 @@ class PaperResult:
                 "setup": self.setup.model_dump(mode="json")}
 
 
-def reproduce(setup: PaperSetup | None = None, cluster: Cluster | str | None = None,
+def reproduce_paper(setup: PaperSetup | None = None, cluster: Cluster | str | None = None,
               whatif: WhatIf | None = None) -> PaperResult:
     """Both parts of the paper with ``setup`` (default: ``PaperSetup()``) on ``cluster`` (default: its hardware)."""
     setup = setup or PaperSetup()

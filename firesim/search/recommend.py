@@ -18,17 +18,16 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from firesim.errors import UserError
-from firesim.search.sweep import Case, Setting, sweep
+from firesim.search.sweep import Case, Setting, check_cost, search_space, sweep
 
-__all__ = ["Recommendation", "analyse", "pareto_front", "recommend"]
+__all__ = ["DTYPES", "Recommendation", "analyse", "choose", "pareto_front", "recommend"]
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16")  # each GPU keeps those it has
 
 NO_PRICE = "no price"
 OVER_BUDGET = "over budget"
 OVER_DEADLINE = "over deadline"
 OVER_BOTH = "over budget and deadline"
-# A search that would take longer than this on one core is refused (estimate ``seconds_per_case`` up front).
-MAX_CASES_ANALYTIC = 2_000_000
-MAX_CASES_DES = 2_000
 
 
 @dataclass
@@ -118,9 +117,9 @@ def analyse(records: list[dict], deadline_s: float | None, budget_usd: float | N
                           cheapest=cheapest, pareto=pareto_front(priced), regions=_regions(records))
 
 
-def recommend(setting: Setting, cases: Sequence[Case], *, deadline_s: float | None = None,
-              budget_usd: float | None = None, executor: Executor | None = None,
-              progress: Callable[[int], None] | None = None) -> Recommendation:
+def choose(setting: Setting, cases: Sequence[Case], *, deadline_s: float | None = None,
+           budget_usd: float | None = None, executor: Executor | None = None,
+           progress: Callable[[int], None] | None = None) -> Recommendation:
     """Evaluate ``cases`` (on ``executor``) and pick what to buy under ``deadline_s`` and ``budget_usd``."""
     if deadline_s is None and budget_usd is None:
         raise UserError("recommend: give a deadline, a budget or both")
@@ -128,9 +127,18 @@ def recommend(setting: Setting, cases: Sequence[Case], *, deadline_s: float | No
         raise UserError(f"deadline: must be > 0, got {deadline_s!r}")
     if budget_usd is not None and not budget_usd > 0:
         raise UserError(f"budget: must be > 0 USD, got {budget_usd!r}")
-    limit = MAX_CASES_DES if setting.engine == "des" else MAX_CASES_ANALYTIC
-    if len(cases) > limit:
-        raise UserError(f"recommend: {len(cases):,} configurations exceed the limit of {limit:,} for engine "
-                        f"{setting.engine}; narrow --hardware, --gpus, --algo, --batch or --dtype")
+    check_cost(setting, cases)
     records = sweep(setting, cases, executor=executor, progress=progress)
     return analyse(records, deadline_s, budget_usd)
+
+
+def recommend(model: str, *, deadline_s: float | None = None, budget_usd: float | None = None,
+              hardware: Sequence[str] | None = None, dtypes: Sequence[str] = DTYPES,
+              executor: Executor | None = None, progress: Callable[[int], None] | None = None,
+              **space) -> Recommendation:
+    """What to buy for training ``model`` (a zoo name or a profile JSON file) within a deadline (seconds)
+    and/or a budget (USD): every catalog preset (or ``hardware``) x GPU counts x algorithms x batches x
+    ``dtypes``. ``space``: the other arguments of ``firesim.search.sweep.search_space`` (gpus, algos, batches,
+    catalog, samples) and ``Setting`` fields (epochs, steps, engine, whatif, overlap, ...)."""
+    setting, cases = search_space([model], hardware, dtypes=dtypes, **space)
+    return choose(setting, cases, deadline_s=deadline_s, budget_usd=budget_usd, executor=executor, progress=progress)

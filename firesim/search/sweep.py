@@ -14,13 +14,14 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 
 from firesim.errors import UserError
-from firesim.hardware import Cluster
+from firesim.hardware import Catalog, Cluster, list_presets, resolve_cluster
+from firesim.plans import algorithms, resolve
 from firesim.search.executor import map_chunked
 from firesim.training import DDP_BUCKET_NBYTES, predict
 from firesim.whatif import WhatIf
-from firesim.workload import ModelProfile
+from firesim.workload import ModelProfile, load_workload
 
-__all__ = ["Case", "Setting", "evaluate", "grid", "sweep", "REASONS"]
+__all__ = ["Case", "Setting", "evaluate", "grid", "search_space", "sweep", "REASONS"]
 
 # Why a configuration cannot run (``status == "invalid"``), in the order they are checked.
 BATCH = "batch per GPU < 1"
@@ -29,6 +30,12 @@ ALGORITHM = "algorithm does not apply"
 MEMORY = "does not fit memory"
 INPUT = "invalid"
 REASONS = (BATCH, PRECISION, ALGORITHM, MEMORY, INPUT)
+
+# What a search may cost, checked before it starts: records take ~3 KB each; the simulator takes seconds per
+# configuration at 64 GPUs and minutes at 256 (a 256-GPU ring iteration on dgx-a100: ~2 min on 2 cores).
+MAX_CASES = 200_000
+MAX_CASES_DES = 200
+MAX_GPUS_DES = 64
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,34 @@ def grid(models: Sequence[str], hardware: Sequence[str], gpus: Sequence[int], al
     return [Case(*combo) for combo in itertools.product(models, hardware, gpus, algos, batches, dtypes)]
 
 
+def search_space(models: Sequence[str], hardware: Sequence[str] | None = None,
+                 gpus: Sequence[int] = tuple(2**k for k in range(11)), algos: Sequence[str] | None = None,
+                 batches: Sequence[int] = tuple(2**k for k in range(8, 14)), dtypes: Sequence[str] = ("fp32",), *,
+                 catalog: Catalog | None = None, samples: int | None = None, **setting) -> tuple[Setting, list[Case]]:
+    """The ``Setting`` and the grid of a search, every input checked once, up front.
+
+    models: zoo names or profile JSON files; hardware: presets or cluster YAML files (None: every preset of
+    ``catalog``); algos: specs (None: every registered algorithm with a closed form); samples: training
+    samples per epoch instead of the profile's dataset; ``setting``: the other ``Setting`` fields.
+    """
+    if samples is not None and not samples >= 1:
+        raise UserError(f"samples: must be >= 1, got {samples!r}")
+    hardware = [c.name for c in list_presets(catalog)] if hardware is None else list(hardware)
+    clusters = {h: resolve_cluster(h, catalog) for h in hardware}
+    profiles = {m: load_workload(m) for m in models}
+    if samples is not None:
+        profiles = {m: p.model_copy(update={"train_samples": int(samples)}) for m, p in profiles.items()}
+    algos = [a.name for a in algorithms() if a.time is not None] if algos is None else list(algos)
+    for algo in algos:
+        resolve(algo, ranks_per_node=1)  # syntax and options; node-aware defaults come per cluster
+    for name, values in (("gpus", gpus), ("batch", batches)):
+        if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
+            raise UserError(f"{name}: need integers >= 1, got {list(values)!r}")
+    if not dtypes:
+        raise UserError("dtype: give at least one precision")
+    return Setting(profiles=profiles, clusters=clusters, **setting), grid(models, hardware, gpus, algos, batches, dtypes)
+
+
 def _kind(message: str) -> str:
     """A UserError from the training model as one of ``REASONS``."""
     head = message.split(":", 1)[0].strip().lower()
@@ -116,9 +151,21 @@ def evaluate(setting: Setting, case: Case) -> dict:
     return record
 
 
+def check_cost(setting: Setting, cases: Sequence[Case]) -> None:
+    """Refuse, up front, a search that would exhaust the machine (see ``MAX_CASES``)."""
+    limit = MAX_CASES_DES if setting.engine == "des" else MAX_CASES
+    if len(cases) > limit:
+        raise UserError(f"search: {len(cases):,} configurations exceed the limit of {limit:,} for engine "
+                        f"{setting.engine}; narrow the models, hardware, GPU counts, algorithms, batches or dtypes")
+    if setting.engine == "des" and max((c.gpus for c in cases), default=0) > MAX_GPUS_DES:
+        raise UserError(f"search: the simulator takes minutes per configuration above {MAX_GPUS_DES} GPUs; "
+                        f"use engine analytic or at most {MAX_GPUS_DES} GPUs")
+
+
 def sweep(setting: Setting, cases: Sequence[Case], *, executor: Executor | None = None,
           progress: Callable[[int], None] | None = None) -> list[dict]:
     """``evaluate`` every case (in order), on ``executor`` (None: this process)."""
+    check_cost(setting, cases)
     for case in cases:
         if case.model not in setting.profiles or case.hardware not in setting.clusters:
             raise UserError(f"sweep: case {case} names a model or hardware the setting lacks")
