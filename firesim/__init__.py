@@ -28,7 +28,8 @@ _EXPORTS = {
     "UserError": "firesim.errors",
     "reproduce_paper": "firesim.search.paper", "PaperSetup": "firesim.search.paper",
     "recommend": "firesim.search.recommend", "sweep": "firesim.search.sweep", "grid": "firesim.search.sweep",
-    "Setting": "firesim.search.sweep", "Case": "firesim.search.sweep", "make_executor": "firesim.search.executor",
+    "Setting": "firesim.search.sweep", "Case": "firesim.search.sweep", "search_space": "firesim.search.sweep",
+    "make_executor": "firesim.search.executor",
     "WhatIf": "firesim.whatif", "parse_whatif": "firesim.whatif",
 }
 

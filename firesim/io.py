@@ -70,8 +70,20 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc; elsewhere assume 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place, with
+    the permissions a plain ``open`` would give (a temporary file is private: 0600)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +95,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

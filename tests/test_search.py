@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -399,6 +400,9 @@ def test_timeline_and_pareto_figures(tmp_path, setting, cases):
     save_figure(timeline_figure([sim]), tmp_path / "t.png")
     save_figure(pareto_figure(choose(setting, cases, budget_usd=1e4)), tmp_path / "p.png")
     assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in ("t.png", "p.png"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "t.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
     with pytest.raises(UserError):
         save_figure(timeline_figure([sim]), tmp_path)  # a directory
     out = run("predict", "--model", "resnet50", "--hardware", "ethernet-10g", "--gpus", "4", "--algo", "ring",
