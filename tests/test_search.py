@@ -226,6 +226,7 @@ def test_recommend_cli_json_and_plot(tmp_path):
     ["recommend", "--model", "resnet50", "--deadline", "1d", "--plot", "/proc/x.png"],
     ["sweep", "--out", "/proc/x.csv"],
     ["sweep", "--out", "OUT/grid.json", "--engine", "magic"],
+    ["sweep", "--out", "OUT/grid.json", "--dtype", "fp99"],
     ["paper", "--plot", "/proc/paper.png"],
     ["paper", "--algo", "gossip"],
     ["paper", "--engine", "magic"],

@@ -9,12 +9,13 @@ apply, memory). It is deterministic, so any executor returns the same records.
 from __future__ import annotations
 
 import itertools
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 
 from firesim.errors import UserError
-from firesim.hardware import Catalog, Cluster, list_presets, resolve_cluster
+from firesim.hardware import Catalog, Cluster, Dtype, list_presets, resolve_cluster
 from firesim.plans import algorithms, resolve
 from firesim.search.executor import map_chunked
 from firesim.training import DDP_BUCKET_NBYTES, predict
@@ -107,8 +108,9 @@ def search_space(models: Sequence[str], hardware: Sequence[str] | None = None,
     for name, values in (("gpus", gpus), ("batch", batches)):
         if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
             raise UserError(f"{name}: need integers >= 1, got {list(values)!r}")
-    if not dtypes:
-        raise UserError("dtype: give at least one precision")
+    known = typing.get_args(Dtype)
+    if not dtypes or any(d not in known for d in dtypes):
+        raise UserError(f"dtype: expected some of {', '.join(known)}, got {list(dtypes)!r}")
     return Setting(profiles=profiles, clusters=clusters, **setting), grid(models, hardware, gpus, algos, batches, dtypes)
 
 
