@@ -53,11 +53,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instea
 
 
 def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callable]]) -> Table:
-    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    """Records as a table; text is escaped (names from user files are not rich markup)."""
+    table = Table(title=escape(title), header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for _, header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
     for rec in records:
-        table.add_row(*(fmt(rec[key]) for key, _, fmt in columns))
+        table.add_row(*(escape(fmt(rec[key])) for key, _, fmt in columns))
     return table
 
 
@@ -271,7 +272,7 @@ def sweep(
         if r["status"] != "ok":
             skipped[r["reason"]] = skipped.get(r["reason"], 0) + 1
     why = "; ".join(f"{n} {reason}" for reason, n in skipped.items())
-    console.print(f"wrote {len(ok)} predictions to {out}" + (f" (skipped: {why})" if why else ""), highlight=False)
+    console.print(f"wrote {len(ok)} predictions to {out}" + (f" (skipped: {why})" if why else ""), highlight=False, markup=False)
 
 
 def _search_space(model: str, hardware: str, gpus: str, algo: str | None, batch: str, dtype: str,
@@ -386,7 +387,7 @@ def paper(
         return
     _print_paper(result)
     if plot is not None:
-        console.print(f"figure: {plot}", highlight=False)
+        console.print(f"figure: {plot}", highlight=False, markup=False)
 
 
 def _print_paper(result) -> None:
@@ -394,12 +395,12 @@ def _print_paper(result) -> None:
     models = list(dict.fromkeys(r["model"] for r in comm))
     algos = list(dict.fromkeys(r["algo"] for r in comm))
     by_key = {(r["model"], r["gpus"], r["algo"]): r["comm_s"] for r in comm}
-    table = Table(title=f"(a) communication per iteration on {result.setup.hardware} (fp32 gradients; closed forms)",
+    table = Table(title=escape(f"(a) communication per iteration on {result.setup.hardware} (fp32 gradients; closed forms)"),
                   header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("gpus", justify="right")
     for m in models:
         for a in algos:
-            table.add_column(f"{m}\n{a}", justify="right", no_wrap=True)
+            table.add_column(escape(f"{m}\n{a}"), justify="right", no_wrap=True)
     for g in dict.fromkeys(r["gpus"] for r in comm):
         table.add_row(str(g), *(_seconds(by_key[(m, g, a)]) if (m, g, a) in by_key else "-" for m in models for a in algos))
     console.print(table)
@@ -414,7 +415,7 @@ def _print_paper(result) -> None:
     for col, ratio in (("name", 2), ("value", 2), ("source", 6)):
         assumptions.add_column(col, ratio=ratio, overflow="fold")
     for row in result.assumptions:
-        assumptions.add_row(row["name"], row["value"], row["source"])
+        assumptions.add_row(*(escape(row[k]) for k in ("name", "value", "source")))
     console.print(assumptions)
 
 
@@ -476,7 +477,7 @@ def recommend(
         return
     _print_recommendation(result, title)
     if plot is not None:
-        console.print(f"figure: {plot}", highlight=False)
+        console.print(f"figure: {plot}", highlight=False, markup=False)
 
 
 _PICK_COLUMNS = [("hardware", "hardware", str), ("gpus", "gpus", str), ("algo", "algo", str), ("batch", "batch", str),
@@ -489,12 +490,12 @@ def _print_recommendation(result, title: str) -> None:
     for label, pick in (("fastest within the budget", result.fastest),
                         ("cheapest within the deadline", result.cheapest)):
         if pick is None:
-            console.print(f"{label}: none (see the rejected regions)", highlight=False)
+            console.print(f"{label}: none (see the rejected regions)", highlight=False, markup=False)
             continue
         meets = "meets both limits" if pick["verdict"] is None else pick["verdict"]
         console.print(f"{label}: {pick['hardware']}, {pick['gpus']} GPUs, {pick['algo']}, batch {pick['batch']}, "
                       f"{pick['dtype']}: {_seconds(pick['time_to_train_s'])}, {_dollars(pick['cost'])} ({meets})",
-                      highlight=False)
+                      highlight=False, markup=False)
     front = [{**r, "ok": "yes" if r["verdict"] is None else "no"} for r in result.pareto]
     table = _table("Pareto front (time vs cost)", front, [*_PICK_COLUMNS, ("ok", "ok", str)])
     table.caption = "nothing else is both faster and cheaper; ok = within every limit given"
