@@ -315,6 +315,37 @@ def train(
     _run_worker(backend, "cpu", timeout_s, body)
 
 
+# ------------------------------------------------------------------------------------------------ profile
+@app.command()
+def profile(
+    model: Annotated[str, typer.Option(help="A zoo model (gpt2, resnet50, ...) or your own 'package.module:factory' "
+                                            "(a callable returning an nn.Module; importable: mind PYTHONPATH).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write (for `firesim --model`).")],
+    input_shape: Annotated[str | None, typer.Option("--input", help="One sample's float input, e.g. 3x224x224.")]
+    = None,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sample: token-id input of this length (zoo "
+                                                     "default: the model's usual), or marks --input a sequence.")]
+    = None,
+    kwargs: Annotated[list[str] | None, typer.Option("--kwargs", help="key=value for the factory (repeatable).")]
+    = None,
+    train_samples: Annotated[int | None, typer.Option(help="Samples per epoch.")] = None,
+    train_tokens: Annotated[int | None, typer.Option(help="Tokens per epoch (samples = tokens / seq-len).")] = None,
+    dataset: Annotated[str, typer.Option(help="Name of the training set, for the record.")] = "",
+    name: Annotated[str | None, typer.Option(help="Name in the profile (default: the factory's).")] = None,
+) -> None:
+    """Profile a model on the meta device (FLOPs, elements moved, activations saved, per layer) for firesim."""
+    from firerun.profile import profile_command
+    from firesim.units import format_bytes
+
+    p = profile_command(model, output, input_text=input_shape, seq_len=seq_len, kwargs=kwargs or [],
+                        train_samples=train_samples, train_tokens=train_tokens, dataset=dataset, name=name)
+    sample = f"sequence of {p.seq_len} tokens" if p.sample == "sequence" else "sample"
+    Console().print(f"wrote {output}: {p.name}, {len(p.layers)} layers, {p.params / 1e6:.2f} M params "
+                    f"({format_bytes(p.gradient_nbytes())} of fp32 gradients), {p.train_flops / 1e9:.3f} GFLOP "
+                    f"per {sample} (forward + backward), {p.saved_elements / 1e6:.2f} M activation elements "
+                    f"saved per {sample}", highlight=False, soft_wrap=True)
+
+
 # ------------------------------------------------------------------------------------------------- launch
 @app.command(context_settings=PASSTHROUGH)
 def run(

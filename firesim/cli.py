@@ -607,15 +607,16 @@ def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False)
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """Models with saved profiles: parameters, forward FLOPs, dataset."""
+    """Models with saved profiles: parameters, input, forward FLOPs per sample, dataset."""
     records = []
     for name in list_workloads():
         p = load_workload(name)
-        records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
+        sample = f"{p.seq_len} tokens" if p.sample == "sequence" else "x".join(map(str, p.input_shape))
+        records.append({"name": name, "params": p.params, "sample": sample, "fwd_flops": p.fwd_flops,
                         "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
     table = _table("model zoo", records, [
-        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.2f} M"),
-        ("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
+        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.1f} M"), ("sample", "sample", str),
+        ("fwd_flops", "fwd GFLOP/sample", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
         ("dataset", "dataset", str), ("layers", "layers", str)])
     _emit(records, as_json, table)
 

@@ -17,7 +17,8 @@ def test_buckets_follow_ddp_and_cover_every_gradient():
     buckets = gradient_buckets(GOOGLENET, bucket_nbytes=4 << 20, first_bucket_nbytes=1 << 20)
     assert sum(b.nbytes for b in buckets) == GOOGLENET.params * 4
     assert buckets[0].nbytes >= 1 << 20 and all(b.nbytes >= 4 << 20 for b in buckets[1:-1])
-    assert buckets[0].layers[0] == GOOGLENET.layers[-1].name  # backward starts at the last layer
+    last_with_params = next(layer.name for layer in reversed(GOOGLENET.layers) if layer.params)
+    assert buckets[0].layers[0] == last_with_params  # backward starts at the last layer (after the loss)
     fractions = [b.ready_fraction for b in buckets]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
