@@ -466,7 +466,8 @@ def recommend(
         result = choose(setting, cases, deadline_s=deadline_s, budget_usd=budget_usd, executor=pool,
                                progress=advance)
     profile = next(iter(setting.profiles.values()))
-    length = f"{steps:,} steps" if steps is not None else f"{setting.epochs:g} epochs of {profile.train_samples:,} samples"
+    samples = f"sequences of {profile.seq_len} tokens" if profile.sample == "sequence" else "samples"
+    length = f"{steps:,} steps" if steps is not None else f"{setting.epochs:g} epochs of {profile.train_samples:,} {samples}"
     limits = ", ".join(x for x in (deadline and f"deadline {_seconds(deadline_s)}",
                                     budget and f"budget {_dollars(budget_usd)}") if x)
     title = f"{profile.name}, {length}; {limits}; {len(cases):,} configurations"
