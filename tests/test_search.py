@@ -211,6 +211,18 @@ def test_recommend_cli_json_and_plot(tmp_path):
     assert table.exit_code == 0 and "Pareto front" in table.stdout and "cheapest within the deadline" in table.stdout
 
 
+def test_recommend_takes_a_profile_file_and_transformers(tmp_path):
+    mine = tmp_path / "mine.json"
+    mine.write_text(load_workload("resnet50").model_copy(update={"name": "mine"}).to_json())
+    args = ["--deadline", "30d", "--hardware", "dgx-a100", "--gpus", "8,64", "--batch", "512", "--json"]
+    from_file = strict_json(run("recommend", "--model", str(mine), *args).stdout)
+    from_zoo = strict_json(run("recommend", "--model", "resnet50", *args).stdout)
+    assert from_file["model"] == "mine"
+    assert from_file["cheapest_within_deadline"]["cost"] == from_zoo["cheapest_within_deadline"]["cost"]
+    gpt2 = strict_json(run("recommend", "--model", "gpt2", "--steps", "1000", *args).stdout)
+    assert gpt2["cheapest_within_deadline"]["iterations"] == pytest.approx(1000)
+
+
 @pytest.mark.parametrize("args", [
     ["recommend", "--model", "resnet50"],
     ["recommend", "--model", "resnet50", "--budget", "-5"],
