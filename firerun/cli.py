@@ -54,7 +54,7 @@ def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> 
 
 
 def parse_dtype(name: str):
-    from firerun.execute import parse_dtype as parse
+    from firerun.executor import parse_dtype as parse
 
     return parse(name)
 
@@ -237,26 +237,46 @@ def calibrate(
     round_trips: Annotated[int, typer.Option(help="Round trips per ping-pong plan.")] = 30,
     name: Annotated[str, typer.Option(help="Profile name.")] = "calibrated",
     output: Annotated[Path, typer.Option(help="Hardware profile YAML for `firesim --hardware`.")] = Path("profile.yaml"),
+    compute: Annotated[bool, typer.Option(help="Also measure the compute roofline: matmul, memory bandwidth, "
+                                               "kernel overhead, zoo models' step times (alone on one rank).")] = False,
+    models: Annotated[str | None, typer.Option(help="Zoo models whose steps --compute times (default: "
+                                                    "small_cnn,resnet18_cifar_w16 on cpu; resnet50,bert_base on cuda).")] = None,
+    compute_batch: Annotated[int | None, typer.Option(help="Batch of the timed steps (default 8 on cpu, 64 on cuda).")] = None,
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
     json_path: JsonOut = None,
 ) -> None:
-    """Fit alpha/beta (ping-pong plans), gamma (reduce) and FLOP/s (matmul); write a hardware profile."""
+    """Fit alpha/beta (ping-pong plans), gamma (reduce) and FLOP/s (matmul); with --compute the per-layer
+    roofline rates from measured training steps; write a hardware profile."""
     from dataclasses import asdict
 
     from rich.table import Table
 
     from firerun.calibrate import calibrate as run_calibration
     from firerun.calibrate import to_profile
-    from firesim.units import parse_size_list
+    from firesim.units import parse_int, parse_size_list, split_list
+    from firesim.workload import list_workloads
 
     size_list = parse_size_list(sizes, factor)
     torch_dtype = parse_dtype(dtype)
+    compute_models: list[str] = []
+    if compute:
+        gpu = device == "cuda"
+        compute_models = split_list(models or ("resnet50,bert_base" if gpu else "small_cnn,resnet18_cifar_w16"),
+                                    "models")
+        unknown = [m for m in compute_models if m not in list_workloads()]
+        if unknown:
+            raise UserError(f"models: no saved profile for {', '.join(unknown)} (firesim models list)")
+        compute_batch = parse_int(compute_batch if compute_batch is not None else (64 if gpu else 8),
+                                  "compute-batch", 1, 4096)
+    elif models is not None or compute_batch is not None:
+        raise UserError("models: --models and --compute-batch need --compute")
 
     def body(ex, console: Console) -> int:
         cal = run_calibration(ex, size_list, dtype=torch_dtype, ranks_per_node=ranks_per_node,
-                              round_trips=round_trips)
+                              round_trips=round_trips, compute_models=compute_models,
+                              compute_batch=compute_batch or 8)
         for fit in cal.links:
             table = Table(title=f"ping-pong {fit.pair[0]}<->{fit.pair[1]} ({fit.level}): alpha "
                                 f"{fit.alpha_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.3f} GB/s", title_justify="left")
@@ -265,8 +285,21 @@ def calibrate(
             for n, t, f in zip(fit.sizes, fit.one_way_s, fit.predict(fit.sizes)):
                 table.add_row(str(n), f"{t * 1e6:.1f}", f"{f * 1e6:.1f}", f"{(f - t) / t:+.1%}")
             console.print(table)
-        console.print(f"gamma {cal.gamma_s_per_byte * 1e9:.4f} ns/byte ({1 / cal.gamma_s_per_byte / 1e9:.2f} GB/s "
-                      f"reduced), compute {cal.compute_flops / 1e9:.2f} GFLOP/s per rank")
+        if cal.gamma_s_per_byte is not None:
+            console.print(f"gamma {cal.gamma_s_per_byte * 1e9:.4f} ns/byte ({1 / cal.gamma_s_per_byte / 1e9:.2f} GB/s "
+                          f"reduced), compute {cal.compute_flops / 1e9:.2f} GFLOP/s per rank")
+        if cal.compute is not None:
+            c = cal.compute
+            table = Table(title=f"compute roofline ({cal.dtype}): matmul {c.matmul_flops / 1e9:.2f} GFLOP/s, conv "
+                                f"{c.conv_flops / 1e9:.2f} GFLOP/s (fitted), memory {c.memory_Bps / 1e9:.2f} GB/s, "
+                                f"kernel {c.layer_overhead_s * 1e6:.1f} us", title_justify="left")
+            for col in ("model", "batch", "fwd ms", "bwd ms", "roofline fwd ms", "roofline bwd ms", "error"):
+                table.add_column(col, justify="right")
+            for m, (f, b) in zip(c.steps, c.predicted):
+                table.add_row(m.model, str(m.batch), f"{m.forward_s * 1e3:.1f}", f"{m.backward_s * 1e3:.1f}",
+                              f"{f * 1e3:.1f}", f"{b * 1e3:.1f}",
+                              f"{(f + b - m.forward_s - m.backward_s) / (m.forward_s + m.backward_s):+.1%}")
+            console.print(table)
         if ex.rank == 0:
             from firesim.hardware import save_profile
 
@@ -356,6 +389,8 @@ def run(
     grace_s: Annotated[float, typer.Option(help="After the first failure, time the other ranks get to "
                                                 "report before they are killed.")] = 3.0,
     job_timeout_s: Annotated[float | None, typer.Option(help="Kill the whole job after this long.")] = None,
+    master_port: Annotated[int | None, typer.Option(help="Rendezvous port on 127.0.0.1 (default: a free one). "
+                                                         "A port another job holds is refused.")] = None,
 ) -> None:
     """Start NPROC ranks of a firerun command here: `firerun run --nproc 4 bench --sizes 16MiB`."""
     from firerun.launch import launch
@@ -363,7 +398,7 @@ def run(
     if not ctx.args:
         raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
     code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s,  # type: ignore[arg-type]
-                  timeout_s=job_timeout_s)
+                  timeout_s=job_timeout_s, master_port=master_port)
     raise typer.Exit(code)
 
 

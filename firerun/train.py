@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from firerun.bench import plan_for
-from firerun.execute import Executor
+from firerun.executor import Executor
 from firesim.errors import UserError
 
 

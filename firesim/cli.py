@@ -58,7 +58,8 @@ def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callab
     for _, header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
     for rec in records:
-        table.add_row(*(escape(fmt(rec[key])) for key, _, fmt in columns))
+        cells = (fmt(rec[key]) for key, _, fmt in columns)
+        table.add_row(*(cell if isinstance(cell, Text) else escape(cell) for cell in cells))
     return table
 
 
@@ -101,6 +102,9 @@ LinkOpt = Annotated[list[str] | None, typer.Option(
     "--link", help="Override one link of the topology, repeatable: 'h3-s0:bandwidth=1gbit,latency=5us,efficiency=0.9' "
                    "(with --engine des).")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the stragglers and of ECMP path choice.")]
+GradDtypeOpt = Annotated[str | None, typer.Option(
+    help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")]
+OptimizerOpt = Annotated[str, typer.Option(help="auto (the model's usual), sgd, momentum, adam, adamw, lamb.")]
 # Searches with at least this many configurations show a progress bar (on stderr).
 PROGRESS_MIN = 500
 
@@ -124,17 +128,30 @@ def _outputs(*paths: Path | None) -> None:
             check_writable(path)
 
 
+def _memory(cell: tuple[float, bool | None, float | None]) -> str | Text:
+    """GiB per GPU, '3.2G'; in red with the GPU's size when it does not fit: '112G>80!'."""
+    gib, fits, capacity = cell
+    text = f"{gib:,.0f}G" if gib >= 100 else f"{gib:.3g}G"
+    return Text(f"{text}>{capacity:g}!", style="red") if fits is False else text
+
+
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="Model from `firesim models list`.")] = "googlenet",
+    model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile .json.")] = "googlenet",
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence; must be the profile's own "
+                                                     "(`firerun profile --seq-len` writes others).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
-    batch: Annotated[int | None, typer.Option(help="Global batch (split over the GPUs).")] = None,
-    batch_per_gpu: Annotated[int | None, typer.Option(help="Batch per GPU (global batch grows with GPUs).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Global batch per optimizer step (split over the GPUs).")] = None,
+    batch_per_gpu: Annotated[int | None, typer.Option(help="Micro-batch per GPU (global batch grows with GPUs).")] = None,
+    accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step (gradient accumulation).")] = 1,
     epochs: Annotated[float, typer.Option(help="Epochs to train.")] = 90.0,
     baseline_batch: Annotated[int, typer.Option(help="Batch of the one-GPU run that speedup compares against.")] = 32,
-    dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="Compute type: fp32, tf32, or mixed precision fp16, bf16, fp8 (fp32 master weights).")] = "fp32",
+    grad_dtype: Annotated[str | None, typer.Option(help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")] = None,
+    optimizer: Annotated[str, typer.Option(help="auto (momentum for convnets, adamw otherwise), sgd, momentum, adam, adamw, lamb.")] = "auto",
+    overheads: Annotated[str, typer.Option(help="default, none, or interference=0.189,spread=0.01,optimizer=on,input=catalog|none|RATE.")] = "default",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[str, typer.Option(help="analytic (closed form, instant) or des (the simulator; needed by "
@@ -149,41 +166,49 @@ def predict(
     hardware_catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm.
+    """Predict iteration time, time to train, speedup, cost and memory per GPU for each GPU count and algorithm.
 
     What-if: --stragglers, --rank-speed and --link perturb the cluster; the simulator plays them (--engine des).
     """
+    from firesim.compute import parse_overheads
+
     _outputs(timeline)
     if batch is None and batch_per_gpu is None:
         batch = 1024
-    profile = load_workload(model)
+    profile = load_workload(model, seq_len)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
     algos = split_specs(algo)
     for a in algos:
-        resolve(a)
+        resolve(a, ranks_per_node=cluster.gpus_per_node)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
+    costs = parse_overheads(overheads)
     whatif = parse_whatif(stragglers, rank_speed, link, seed)
     if timeline is not None and (engine != "des" or len(gpu_counts) * len(algos) > 4):
         raise UserError("timeline: needs --engine des and at most 4 configurations (GPU counts x algorithms)")
+    options = dict(dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer, overheads=costs, accumulation=accumulation,
+                   overlap=overlap, bucket_nbytes=bucket_nbytes)
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
-                         baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=bucket_nbytes, engine=engine, whatif=whatif).record()
+                         baseline_batch=baseline_batch, engine=engine, whatif=whatif, **options).record()
         for g in gpu_counts for a in algos
     ]
     if timeline is not None:
-        _save_timelines(timeline, profile, cluster, records, whatif, dtype=dtype, overlap=overlap,
-                        bucket_nbytes=bucket_nbytes)
-    title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
+        _save_timelines(timeline, profile, cluster, records, whatif, **options)
+    head = records[0]
+    title = (f"{model} on {cluster.name} ({engine}), {head['dtype']} (grads {head['grad_dtype']}, {head['optimizer']}), "
+             f"batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
              f"(speedup vs 1 GPU at batch {baseline_batch})" + (f"; what-if: {whatif.describe()}" if whatif.active else ""))
-    table = _table(title, records, [
+    rows = [{**r, "memory": (r["memory_GiB"], r["fits"], r["memory_capacity_GiB"])} for r in records]
+    table = _table(title, rows, [
         ("gpus", "gpus", str), ("algo", "algo", str),
         ("compute_s", "compute", _seconds), ("comm_s", "comm", _seconds), ("exposed_comm_s", "exposed", _seconds),
-        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"),
-        ("efficiency", "eff", lambda x: f"{x:.0%}"), ("time_to_train_s", "train", _seconds),
-        ("cost", "cost", _dollars)])
+        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"), ("efficiency", "eff", lambda x: f"{x:.0%}"),
+        ("time_to_train_s", "train", _seconds), ("cost", "cost", _dollars), ("memory", "mem", _memory)])
     _emit(records, as_json, table)
+    if not as_json and any(r["fits"] is False for r in records):
+        console.print("[red]![/red] does not fit the GPU's memory: plain data parallelism keeps a full replica (weights, gradients, optimizer "
+                      "state) on every GPU; shard it (ZeRO/FSDP), shrink the batch per GPU, or use bigger GPUs.")
 
 
 def _save_timelines(path: Path, profile, cluster, records: list[dict], whatif: WhatIf, **options) -> None:
@@ -242,7 +267,9 @@ def sweep(
     gpus: Annotated[str, typer.Option(help="GPU counts.")] = "1:128",
     algo: Annotated[str, typer.Option(help="Algorithms.")] = "tree,ps,ring",
     batch: Annotated[str, typer.Option(help="Global batches: 256,1024 or 256:8192 (doubling).")] = "256,1024",
-    dtype: Annotated[str, typer.Option(help="Precisions, comma-separated (fp32, tf32, fp16, bf16).")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="Compute types, comma-separated (fp32, tf32, fp16, bf16, fp8).")] = "fp32",
+    grad_dtype: GradDtypeOpt = None,
+    optimizer: OptimizerOpt = "auto",
     epochs: Annotated[float, typer.Option(help="Epochs.")] = 90.0,
     engine: Annotated[str, typer.Option(help="analytic or des (the simulator: at most 200 configurations of at "
                                               "most 64 GPUs).")] = "analytic",
@@ -258,21 +285,24 @@ def sweep(
     if out.suffix not in (".csv", ".json"):
         raise UserError(f"out: must end in .csv or .json, got {out.name!r}")
     _outputs(out)
-    setting, cases = _search_space(model, hardware, gpus, algo, batch, dtype, hardware_catalog,
-                                   epochs=epochs, engine=engine)
+    setting, cases = _search_space(model, hardware, gpus, algo, batch, dtype, hardware_catalog, epochs=epochs,
+                                   engine=engine, grad_dtype=grad_dtype, optimizer=optimizer)
     with make_executor(executor, workers) as pool, _progress(len(cases), "sweep") as advance:
         records = run_sweep(setting, cases, executor=pool, progress=advance)
-    ok = [{k: v for k, v in r.items() if k not in ("status", "reason", "detail")} for r in records if r["status"] == "ok"]
+    # every prediction is written, those that do not fit memory too (their `fits` column says so)
+    rows = [{k: v for k, v in r.items() if k not in ("status", "reason", "detail")} for r in records if "iteration_s" in r]
     if out.suffix == ".json":
-        write_json_atomic(out, ok)
+        write_json_atomic(out, rows)
     else:
-        write_csv_atomic(out, ok)
-    skipped = {}
+        write_csv_atomic(out, rows)
+    skipped: dict[str, int] = {}
     for r in records:
-        if r["status"] != "ok":
+        if "iteration_s" not in r:
             skipped[r["reason"]] = skipped.get(r["reason"], 0) + 1
     why = "; ".join(f"{n} {reason}" for reason, n in skipped.items())
-    console.print(f"wrote {len(ok)} predictions to {out}" + (f" (skipped: {why})" if why else ""), highlight=False, markup=False)
+    unfit = sum(r["fits"] is False for r in rows)
+    console.print(f"wrote {len(rows)} predictions to {out}" + (f", {unfit} of them do not fit memory" if unfit else "")
+                  + (f" (skipped: {why})" if why else ""), highlight=False, markup=False)
 
 
 def _search_space(model: str, hardware: str, gpus: str, algo: str | None, batch: str, dtype: str,
@@ -431,7 +461,9 @@ def recommend(
     gpus: Annotated[str, typer.Option(help="GPU counts.")] = "1:1024",
     algo: Annotated[str | None, typer.Option(help="Algorithms [every registered one with a closed form].")] = None,
     batch: Annotated[str, typer.Option(help="Global batches (large ones need the large-batch recipe).")] = "256:8192",
-    dtype: Annotated[str, typer.Option(help="Precisions to consider; each GPU keeps those it has.")] = "fp32,tf32,bf16,fp16",
+    dtype: Annotated[str, typer.Option(help="Compute types to consider; each GPU keeps those it has.")] = "fp32,tf32,bf16,fp16",
+    grad_dtype: GradDtypeOpt = None,
+    optimizer: OptimizerOpt = "auto",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[str, typer.Option(help="analytic, or des (the simulator, needed by the what-if options; "
@@ -461,6 +493,7 @@ def recommend(
     setting, cases = _search_space(
         model, hardware, gpus, algo, batch, dtype, hardware_catalog, epochs=90.0 if epochs is None else epochs,
         steps=steps, samples=samples, overlap=overlap, bucket_nbytes=parse_bytes(bucket_size, "bucket-size"),
+        grad_dtype=grad_dtype, optimizer=optimizer,
         engine=engine, whatif=parse_whatif(stragglers, rank_speed, link, seed))
     with make_executor(executor, workers) as pool, _progress(len(cases), "recommend") as advance:
         result = choose(setting, cases, deadline_s=deadline_s, budget_usd=budget_usd, executor=pool,

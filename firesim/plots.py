@@ -183,30 +183,33 @@ def draw_trace(ax, trace, title: str | None = None, t_max_s: float | None = None
 
 
 def draw_iteration(ax, sim, title: str | None = None, max_ranks: int = 16) -> None:
-    """A training iteration played on the engine (``firesim.training.simulate_iteration``): per rank,
-    forward and backward (scaled by the rank's speed) on the upper half of its lane, each gradient bucket's
-    all-reduce (from when backward produced it to when it finished there) on the lower half."""
-    ranks = min(sim.gpus, max_ranks)
-    speed = sim.rank_speed[:ranks]
-    forward, compute = sim.compute_s / 3 / speed, sim.compute_s / speed
-    ms = 1e3
-    ax.barh(np.arange(ranks) + 0.05, forward * ms, left=0, height=0.42, align="edge", color="0.75", label="forward")
-    ax.barh(np.arange(ranks) + 0.05, (compute - forward) * ms, left=forward * ms, height=0.42, align="edge",
-            color="tab:gray", label="backward")
+    """A training iteration played on the engine (``firesim.training.simulate_iteration``): per rank, forward
+    and backward (at the rank's speed, backward slowed where buckets are on the wire) on the upper half of its
+    lane, each gradient bucket's all-reduce (from when backward produced it to when it finished there) on the
+    lower half; the vertical line is the end of the iteration."""
     from matplotlib import colormaps
 
+    ranks = min(sim.gpus, max_ranks)
+    lanes = np.arange(ranks)
+    speed = sim.rank_speed[:ranks]
+    start, end = sim.backward_start_s[:ranks], sim.backward_end_s[:ranks]
+    ms = 1e3
+    ax.barh(lanes + 0.05, start * ms, left=0, height=0.42, align="edge", color="0.75", label="forward")
+    ax.barh(lanes + 0.05, (end - start) * ms, left=start * ms, height=0.42, align="edge", color="tab:gray",
+            label="backward")
     cmap = colormaps["tab20"]
     for b in range(sim.bucket_ready_s.shape[0]):
         ready, done = sim.bucket_ready_s[b, :ranks], sim.bucket_done_s[b, :ranks]
-        ax.barh(np.arange(ranks) + 0.5, (done - ready) * ms, left=ready * ms, height=0.42, align="edge",
-                color=cmap(b % 20), alpha=0.85, label="bucket all-reduce" if b == 0 else None)
+        ax.barh(lanes + 0.5, (done - ready) * ms, left=ready * ms, height=0.42, align="edge", color=cmap(b % 20),
+                alpha=0.85, label="bucket all-reduce" if b == 0 else None)
     ax.axvline(sim.iteration_s * ms, color="k", lw=0.8)
+    slow = speed < speed.max() * 0.999
     ax.set_ylim(ranks, 0)
-    ax.set_yticks(np.arange(ranks) + 0.5, [f"r{r}" + ("*" if speed[r] < 1 else "") for r in range(ranks)])
+    ax.set_yticks(lanes + 0.5, [f"r{r}" + ("*" if slow[r] else "") for r in range(ranks)])
     ax.set_xlabel("ms")
-    slow = "" if np.all(speed == 1) else ", * = slowed rank"
+    marks = ", * = slower rank" if slow.any() else ""
     ax.set_title(title or f"{sim.algo} on {sim.gpus} GPUs: iteration {sim.iteration_s * ms:.1f} ms, "
-                 f"exposed communication {sim.exposed_comm_s * ms:.1f} ms{slow}", fontsize=9)
+                 f"exposed communication {sim.exposed_comm_s * ms:.1f} ms{marks}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
 
 

@@ -239,6 +239,8 @@ def test_recommend_takes_a_profile_file_and_transformers(tmp_path):
     ["sweep", "--out", "/proc/x.csv"],
     ["sweep", "--out", "OUT/grid.json", "--engine", "magic"],
     ["sweep", "--out", "OUT/grid.json", "--dtype", "fp99"],
+    ["sweep", "--out", "OUT/grid.json", "--grad-dtype", "fp99"],
+    ["recommend", "--model", "resnet50", "--deadline", "1d", "--optimizer", "nosuch"],
     ["paper", "--plot", "/proc/paper.png"],
     ["paper", "--algo", "gossip"],
     ["paper", "--engine", "magic"],

@@ -9,13 +9,13 @@ apply, memory). It is deterministic, so any executor returns the same records.
 from __future__ import annotations
 
 import itertools
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 
+from firesim.compute import precision, resolve_optimizer
 from firesim.errors import UserError
-from firesim.hardware import Catalog, Cluster, Dtype, list_presets, resolve_cluster
+from firesim.hardware import Catalog, Cluster, list_presets, resolve_cluster
 from firesim.plans import algorithms, resolve
 from firesim.search.executor import map_chunked
 from firesim.training import DDP_BUCKET_NBYTES, predict
@@ -60,6 +60,8 @@ class Setting:
     epochs: float = 90.0
     steps: float | None = None  # iterations; when set it replaces epochs (epochs = steps x batch / samples)
     baseline_batch: int = 32
+    grad_dtype: str | None = None  # None: fp32 gradients (mixed precision keeps them), or bf16/fp16
+    optimizer: str | None = None  # None: the model's usual (firesim.compute.resolve_optimizer)
     overlap: bool = True
     bucket_nbytes: int = DDP_BUCKET_NBYTES
     engine: str = "analytic"
@@ -108,9 +110,12 @@ def search_space(models: Sequence[str], hardware: Sequence[str] | None = None,
     for name, values in (("gpus", gpus), ("batch", batches)):
         if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
             raise UserError(f"{name}: need integers >= 1, got {list(values)!r}")
-    known = typing.get_args(Dtype)
-    if not dtypes or any(d not in known for d in dtypes):
-        raise UserError(f"dtype: expected some of {', '.join(known)}, got {list(dtypes)!r}")
+    if not dtypes:
+        raise UserError("dtype: give at least one")
+    for dtype in dtypes:
+        precision(dtype, setting.get("grad_dtype"))
+    for profile in profiles.values():
+        resolve_optimizer(setting.get("optimizer"), profile)
     return Setting(profiles=profiles, clusters=clusters, **setting), grid(models, hardware, gpus, algos, batches, dtypes)
 
 
@@ -140,16 +145,16 @@ def evaluate(setting: Setting, case: Case) -> dict:
     epochs = setting.epochs if setting.steps is None else setting.steps * case.batch / profile.train_samples
     try:
         record = predict(profile, cluster, case.gpus, case.algo, batch=case.batch, epochs=epochs,
-                         baseline_batch=setting.baseline_batch, dtype=case.dtype, overlap=setting.overlap,
-                         bucket_nbytes=setting.bucket_nbytes, engine=setting.engine, whatif=setting.whatif).record()
+                         baseline_batch=setting.baseline_batch, dtype=case.dtype, grad_dtype=setting.grad_dtype,
+                         optimizer=setting.optimizer, overlap=setting.overlap, bucket_nbytes=setting.bucket_nbytes,
+                         engine=setting.engine, whatif=setting.whatif).record()
     except UserError as err:
         return invalid(_kind(str(err)), str(err))
-    record = {**record, "model": case.model, "hardware": case.hardware, "algo": case.algo, "dtype": case.dtype,
-              "epochs": epochs, "status": "ok", "reason": None, "detail": None}
-    if record.get("fits") is False:
-        need, have = record.get("memory_GiB"), cluster.gpu.memory_GiB
-        detail = f"{need:.1f} GiB per GPU" + (f" > {have:g} GiB" if have else "") if need is not None else ""
-        record.update(status="invalid", reason=MEMORY, detail=detail)
+    record = {**record, "hardware": case.hardware, "algo": case.algo, "epochs": epochs, "status": "ok",
+              "reason": None, "detail": None}
+    if record["fits"] is False:
+        record.update(status="invalid", reason=MEMORY,
+                      detail=f"{record['memory_GiB']:.1f} GiB per GPU > {record['memory_capacity_GiB']:g} GiB")
     return record
 
 
