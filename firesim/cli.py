@@ -409,7 +409,8 @@ def paper(
 
     _outputs(plot)
     chosen = load_setup(setup, hardware=hardware, algos=parse_algos(algo), engine=engine)
-    result = reproduce_paper(chosen, _cluster(chosen.hardware, hardware_catalog))
+    catalog = load_catalog(hardware_catalog) if hardware_catalog else None
+    result = reproduce_paper(chosen, resolve_cluster(chosen.hardware, catalog), catalog=catalog)
     if plot is not None:
         save_figure(paper_figure(result), plot)
     if as_json:
@@ -440,6 +441,7 @@ def _print_paper(result) -> None:
         ("epochs", "epochs", lambda x: f"{x:g}"), ("compute_s", "compute", _seconds),
         ("exposed_comm_s", "comm", _seconds), ("iteration_s", "iter", _seconds),
         ("time_to_train_s", "train", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"),
+        ("speedup_serial_staging", "serial staging", lambda x: f"{x:.1f}x"),
         ("published_speedup", "published", lambda x: "" if x is None else f"{x:g}x")]))
     assumptions = Table(title="assumptions", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_lines=False)
     for col, ratio in (("name", 2), ("value", 2), ("source", 6)):

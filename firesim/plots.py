@@ -74,8 +74,13 @@ def paper_figure(result):
             for algo in dict.fromkeys(r["algo"] for r in rows if r["algo"] != "none"):
                 mine = [r for r in rows if r["batch"] == batch and r["algo"] in (algo, "none")]
                 style = "-" if algo == setup.algos[0] else "--"
-                ax.plot([r["gpus"] for r in mine], [r["speedup"] for r in mine], "o" + style, color=color,
+                g = [r["gpus"] for r in mine]
+                ax.plot(g, [r["speedup"] for r in mine], "o" + style, color=color,
                         label=f"batch {batch}, {_algo_label(algo)}")
+                if algo == setup.algos[0] and setup.staging_link:
+                    ax.fill_between(g, [r["speedup_serial_staging"] for r in mine], [r["speedup"] for r in mine],
+                                    color=color, alpha=0.15, lw=0,
+                                    label="down to: copies to host not overlapped" if batch == rows[-1]["batch"] else None)
         published = [(r["gpus"], r["published_speedup"]) for r in rows if r["published_speedup"]]
         for g, s in published:
             ax.plot([g], [s], "k*", markersize=14, label=f"published {s:g}x")

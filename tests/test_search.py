@@ -16,10 +16,17 @@ from typer.testing import CliRunner
 from firesim.cli import app
 from firesim.cluster import allreduce_seconds
 from firesim.errors import UserError
-from firesim.hardware import resolve_cluster
+from firesim.hardware import comm_params, load_catalog, resolve_cluster
 from firesim.search import Case, Setting, evaluate, grid, make_executor, map_chunked, sweep
 from firesim.search.executor import MAX_CHUNK, MIN_CHUNK, chunk_size
-from firesim.search.paper import PUBLISHED, PaperSetup, load_setup, paper_formula_s, reproduce_paper
+from firesim.search.paper import (
+    PUBLISHED,
+    PaperSetup,
+    load_setup,
+    paper_formula_s,
+    reproduce_paper,
+    serially_staged,
+)
 from firesim.search.recommend import analyse, choose, pareto_front
 from firesim.training import predict
 from firesim.whatif import parse_link, parse_rank_speeds, parse_stragglers, parse_whatif
@@ -306,6 +313,9 @@ def test_paper_formulas():
 
 def test_paper_training_is_predict_with_the_documented_setup(paper):
     titan, setup = resolve_cluster("titan"), PaperSetup()
+    pcie = load_catalog().links["pcie2-x16"]
+    assert comm_params(serially_staged(titan, pcie)).beta_s_per_byte == pytest.approx(
+        comm_params(titan).beta_s_per_byte + 2 / (pcie.bandwidth_Bps * pcie.efficiency))
     assert {(r["model"], r["batch"], r["gpus"]) for r in paper.training} == {
         (m, b, g) for m in ("googlenet", "nin") for b in (256, 1024) for g in (1, 32, 128)}
     for r in paper.training:
@@ -319,6 +329,10 @@ def test_paper_training_is_predict_with_the_documented_setup(paper):
         assert r["speedup"] == base.time_to_train_s / run_.time_to_train_s
         expected = PUBLISHED.get((r["model"], r["gpus"])) if r["batch"] == 1024 and r["algo"] == "tree" else None
         assert r["published_speedup"] == expected
+        staged = predict(profile, serially_staged(titan, pcie), r["gpus"], "tree" if r["algo"] == "none" else r["algo"],
+                         batch=r["batch"], epochs=how.epochs[r["batch"]], overlap=False)
+        assert r["speedup_serial_staging"] == base.time_to_train_s / staged.time_to_train_s
+        assert r["speedup_serial_staging"] <= r["speedup"] and (r["gpus"] > 1 or r["speedup_serial_staging"] == r["speedup"])
     googlenet = setup.training["googlenet"]
     assert googlenet.baseline_batch == 32 and googlenet.epochs[1024] == 72
     assert googlenet.baseline_epochs_for(load_workload("googlenet")) == pytest.approx(2.4e6 * 32 / 1281167)
