@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from firesim.errors import UserError, validation_line
-from firesim.units import parse_options, parse_rate, parse_seconds
+from firesim.units import format_rate, format_seconds, parse_options, parse_rate, parse_seconds
 
 __all__ = ["LinkChange", "WhatIf", "parse_link", "parse_rank_speeds", "parse_stragglers", "parse_whatif"]
 
@@ -58,6 +58,12 @@ class LinkChange(BaseModel):
     bandwidth: Annotated[float, BeforeValidator(_units(parse_rate)), Field(gt=0, allow_inf_nan=False)] | None = None
     latency: Annotated[float, BeforeValidator(_units(parse_seconds)), Field(ge=0, allow_inf_nan=False)] | None = None
     efficiency: float | None = Field(None, gt=0, le=1)
+
+    def text(self) -> str:
+        """'bandwidth=1gbit,latency=5us': the figures given, in units."""
+        shown = {"bandwidth": lambda v: format_rate(v, exact=False), "latency": lambda v: format_seconds(v, exact=False),
+                 "efficiency": lambda v: f"{v:g}"}
+        return ",".join(f"{k}={shown[k](v)}" for k, v in self.model_dump(exclude_none=True).items())
 
     def engine_attrs(self) -> dict[str, float]:
         """The engine's attribute names (``firesim.engine.simulate``'s ``link_overrides`` values)."""
@@ -143,7 +149,7 @@ class WhatIf:
         if self.rank_speeds:
             parts.append("rank speed " + ",".join(f"{r}={f:g}" for r, f in self.rank_speeds))
         for pair, change in self.links:
-            parts.append(f"link {pair} " + ",".join(f"{k}={v:g}" for k, v in change.model_dump(exclude_none=True).items()))
+            parts.append(f"link {pair} " + change.text())
         return "; ".join(parts)
 
     def rank_speed(self, ranks: int) -> np.ndarray | None:
@@ -176,7 +182,6 @@ def parse_whatif(stragglers: str | None = None, rank_speed: str | None = None,
     return WhatIf(stragglers=parse_stragglers(stragglers) if stragglers else None,
                   rank_speeds=parse_rank_speeds(rank_speed) if rank_speed else (),
                   links=tuple(parse_link(text) for text in links or ()), seed=int(seed))
-
 
 
 def iteration_kwargs(whatif: WhatIf | None, cluster, gpus: int, algo: str) -> dict:
