@@ -227,9 +227,9 @@ def training(setup: PaperSetup, cluster: Cluster, profiles: dict[str, ModelProfi
 
 
 # ------------------------------------------------------------------------------------------ assumptions
-def _figure(value) -> str:
+def _value_text(value) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_value_text(v)}" for k, v in value.items())
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -248,16 +248,16 @@ def assumptions(setup: PaperSetup, cluster: Cluster, profiles: dict[str, ModelPr
     gpu, link = cluster.gpu, cluster.inter_node_link
     for key, source in gpu.sources.items():
         if hasattr(gpu, key):
-            rows.append({"name": f"{gpu.name}.{key}", "value": _figure(getattr(gpu, key)), "source": source})
+            rows.append({"name": f"{gpu.name}.{key}", "value": _value_text(getattr(gpu, key)), "source": source})
     for rec in train_records:
         if rec["algo"] == "none" and rec["batch"] == min(setup.batches):
             rows.append(_achieved(gpu.name, rec["model"], rec["baseline_batch"], rec["baseline_achieved_flops"]))
         if rec["gpus"] == max(setup.gpus) and rec["algo"] == setup.algos[0]:
             rows.append(_achieved(gpu.name, rec["model"], rec["batch_per_gpu"], rec["achieved_flops"]))
     for key, source in link.sources.items():
-        rows.append({"name": f"{link.name}.{key}", "value": _figure(getattr(link, key)), "source": source})
+        rows.append({"name": f"{link.name}.{key}", "value": _value_text(getattr(link, key)), "source": source})
     for key, source in cluster.sources.items():
-        rows.append({"name": f"{cluster.name}.{key}", "value": _figure(getattr(cluster, key)), "source": source})
+        rows.append({"name": f"{cluster.name}.{key}", "value": _value_text(getattr(cluster, key)), "source": source})
     inter = comm_params(cluster, "inter")
     rows.append({"name": "alpha, beta, gamma (inter-node)",
                  "value": f"{inter.alpha_s * 1e6:.3g} us, {1 / inter.beta_s_per_byte / 1e9:.3g} GB/s, "
@@ -266,7 +266,7 @@ def assumptions(setup: PaperSetup, cluster: Cluster, profiles: dict[str, ModelPr
                            "3 bytes of GPU memory traffic per byte reduced"})
     for name, field in PaperSetup.model_fields.items():
         if field.description and name not in ("training", "hardware"):
-            rows.append({"name": name, "value": _figure(getattr(setup, name)), "source": field.description})
+            rows.append({"name": name, "value": _value_text(getattr(setup, name)), "source": field.description})
     for model, how in setup.training.items():
         base = f"batch {how.baseline_batch}, {how.baseline_epochs_for(profiles[model]):.1f} epochs"
         rows.append({"name": f"{model} single-GPU baseline", "value": base, "source": how.sources.get("baseline", "")})
