@@ -40,6 +40,7 @@ from firesim.hardware import Cluster, comm_params, price_per_gpu_hour, resolve_c
 from firesim.memory import memory_per_gpu
 from firesim.plans import Op, Plan
 from firesim.trace import Trace
+from firesim.whatif import WhatIf, iteration_kwargs
 from firesim.workload import ModelProfile, load_workload
 
 DDP_BUCKET_NBYTES = 25 * 2**20
@@ -219,7 +220,8 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", grad_dtype: str | None = None, optimizer: str | None = None,
             overheads: Overheads = DEFAULT_OVERHEADS, accumulation: int = 1, overlap: bool = True,
-            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic") -> Prediction:
+            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic",
+            whatif: WhatIf | None = None) -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
     the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost,
     and memory per GPU (does the configuration fit?).
@@ -229,11 +231,14 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
     all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
     ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    ``whatif`` (stragglers, per-rank speeds, per-link figures; ``firesim.whatif``) needs engine="des".
     """
     profile = load_workload(profile) if isinstance(profile, str) else profile
     cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
     if engine not in ("analytic", "des"):
         raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
+    if whatif is not None and whatif.active and engine != "des":
+        raise UserError("stragglers, rank speeds and link overrides are played by the simulator: use --engine des")
     if (batch is None) == (batch_per_gpu is None):
         raise UserError("batch: give exactly one of the global batch and the batch per GPU")
     if not epochs > 0:
@@ -247,8 +252,9 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     options = dict(dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer, overheads=overheads,
                    accumulation=accumulation, overlap=overlap, bucket_nbytes=bucket_nbytes)
     it = iteration(profile, cluster, gpus, micro, algo, **options)
-    if engine == "des" and gpus > 1:
-        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, **options)
+    if engine == "des" and (gpus > 1 or whatif is not None and whatif.active):
+        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, **options,
+                                 **iteration_kwargs(whatif, cluster, gpus, algo))
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, input_wait_s=sim.input_wait_s,
                      iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, **{**options, "accumulation": 1})
@@ -316,6 +322,33 @@ class SimulatedIteration:
     bucket_ready_s: np.ndarray  # [bucket, rank]: backward has produced the bucket (dedicated servers: 0)
     bucket_done_s: np.ndarray  # [bucket, rank]: its all-reduce has finished at the rank
     trace: Trace
+    backward_start_s: np.ndarray | None = None  # per worker: forward (and earlier micro-batches) done
+    backward_end_s: np.ndarray | None = None  # per worker: its last backward done (timelines draw these)
+
+
+@dataclass(frozen=True)
+class MeasuredCompute:
+    """One rank's step as measured (``firerun train --nproc`` takes it from a one-rank run on the same machine),
+    for ``simulate_iteration`` to use instead of the roofline: forward, backward and optimizer seconds, and the
+    gradient buckets as DDP formed them, in the order they were exchanged, each with the seconds from the start
+    of backward until backward had produced it."""
+
+    forward_s: float
+    backward_s: float
+    bucket_nbytes: tuple[int, ...]
+    bucket_ready_s: tuple[float, ...]
+    optimizer_s: float = 0.0
+
+    def step(self) -> StepTime:
+        return StepTime(np.array([self.forward_s]), np.array([self.backward_s]), self.optimizer_s)
+
+    def buckets(self) -> list[Bucket]:
+        if not (self.forward_s >= 0 and self.backward_s > 0 and self.optimizer_s >= 0 and self.bucket_nbytes
+                and len(self.bucket_nbytes) == len(self.bucket_ready_s)):
+            raise UserError("measured compute: needs forward_s, optimizer_s >= 0, backward_s > 0 and a ready time "
+                            "per bucket")
+        return [Bucket(int(n), min(max(t / self.backward_s, 0.0), 1.0), ())
+                for n, t in zip(self.bucket_nbytes, self.bucket_ready_s)]
 
 
 def _iteration_plan(base: Plan, bucket_nbytes: list[int], ready_s: np.ndarray, backward_end_s: np.ndarray,
@@ -362,7 +395,8 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
                        first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES, rank_speed=None,
                        stragglers: Stragglers | None = None, link_overrides: Mapping | None = None,
-                       eager: bool = False, seed: int = 0) -> SimulatedIteration:
+                       eager: bool = False, seed: int = 0, measured: MeasuredCompute | None = None
+                       ) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward (and the first accumulation - 1 micro-batches), then backward emitting the buckets (reverse layer
@@ -373,10 +407,13 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     scores in an order drawn from ``seed``, the slowest exactly the closed form's), ``rank_speed`` and
     ``stragglers``. Overlap interference slows each rank's backward while a bucket is on the wire; the wire
     times it uses are the closed form's (the engine's own contention does not feed back into compute). The
-    seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``.
+    seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. ``measured`` replaces the
+    roofline step and the profile's buckets by measured ones (``MeasuredCompute``).
     """
     st = _setup(profile, cluster, gpus, batch_per_gpu, algo, dtype, grad_dtype, optimizer, overheads, accumulation,
                 overlap, bucket_nbytes, first_bucket_nbytes)
+    if measured is not None:
+        st = replace(st, step=measured.step(), buckets=measured.buckets())
     speed = np.ones(gpus) if rank_speed is None else np.asarray(rank_speed, np.float64)
     if speed.shape != (gpus,) or not np.all(speed > 0):
         raise UserError(f"rank_speed: needs {gpus} positive factors")
@@ -389,13 +426,13 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     wire = np.atleast_1d(allreduce_seconds(cluster, gpus, np.array(nbytes, np.float64), algo)).astype(np.float64)
     interference = overheads.interference if (overlap and gpus > 1) else 0.0
     ready = np.empty((len(nbytes), gpus))
-    backward_end = np.empty(gpus)
+    backward_start, backward_end = np.empty(gpus), np.empty(gpus)
     for r in range(gpus):  # each rank's backward, at its speed, slowed while its buckets are on the wire
         slow = 1.0 / speed[r]
         before = ((accumulation - 1) * (fwd + bwd) + fwd) * slow
         marks = np.array([b.ready_fraction for b in st.buckets]) * bwd * slow
         r_ready, _, r_end = overlap_schedule(marks, wire, bwd * slow, interference)
-        ready[:, r], backward_end[r] = before + r_ready, before + r_end
+        ready[:, r], backward_start[r], backward_end[r] = before + r_ready, before, before + r_end
     base = bucket_plan(cluster, gpus, algo)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.pad(ready, ((0, 0), (0, servers)))
@@ -418,4 +455,5 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     return SimulatedIteration(gpus=gpus, algo=algo, batch_per_gpu=float(batch_per_gpu), compute_s=compute_s,
                               iteration_s=iteration_s, exposed_comm_s=max(0.0, float(rank_end.max()) - own),
                               input_wait_s=max(0.0, floor_s - busy), rank_speed=speed, rank_end_s=rank_end,
-                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace)
+                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace,
+                              backward_start_s=backward_start, backward_end_s=backward_end)
