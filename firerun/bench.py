@@ -25,6 +25,7 @@ import torch
 
 from firerun.execute import Executor, dtype_name
 from firesim.analytic import allreduce_bandwidths_GBps
+from firesim.clikit import Column
 from firesim.errors import UserError
 from firesim.plans import Plan, resolve, verify
 from firesim.units import format_bytes
@@ -160,26 +161,15 @@ def run_bench(ex: Executor, algos: list[str], sizes: list[int], *, dtype: torch.
     return records
 
 
-def bench_table(records: list[BenchRecord], title: str):
-    """A rich Table like nccl-tests' output, one row per (size, algorithm)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name, justify in (("size", "right"), ("count", "right"), ("type", "left"), ("algo", "left"),
-                          ("time_us", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
-                          ("vs builtin", "right"), ("#wrong", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    last_size = None
-    for r in records:
-        if last_size is not None and r.size_bytes != last_size:
-            table.add_section()
-        last_size = r.size_bytes
-        wrong = "N/A" if r.wrong < 0 else str(r.wrong)
-        table.add_row(format_bytes(r.size_bytes), str(r.count), r.dtype, r.algo, f"{r.time_us:.1f}",
-                      f"{r.algbw_GBps:.3f}", f"{r.busbw_GBps:.3f}",
-                      "" if r.vs_builtin is None else f"{r.vs_builtin:.2f}",
-                      wrong if r.wrong <= 0 else f"[bold red]{wrong}[/]")
-    return table
+# nccl-tests' columns, one row per (size, algorithm); time in one unit (us) down the column as nccl-tests does.
+BENCH_COLUMNS = [
+    Column("size_bytes", "size", format_bytes), Column("count", "count", optional=2),
+    Column("dtype", "type", text=True, optional=1), Column("algo", "algo", text=True),
+    Column("time_us", "time_us", lambda x: f"{x:.1f}"), Column("algbw_GBps", "algbw GB/s", lambda x: f"{x:.3f}"),
+    Column("busbw_GBps", "busbw GB/s", lambda x: f"{x:.3f}"),
+    Column("vs_builtin", "vs builtin", lambda x: "" if x is None else f"{x:.2f}"),
+    Column("wrong", "#wrong", lambda x: "N/A" if x < 0 else str(x)),
+]
 
 
 @dataclass(frozen=True)

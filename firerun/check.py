@@ -16,6 +16,7 @@ import torch
 
 from firerun.bench import BUILTIN, check_data, count_wrong, plan_for
 from firerun.execute import DTYPES, Executor, dtype_name
+from firesim.clikit import Column
 from firesim.errors import UserError
 from firesim.plans import algorithms, resolve, verify
 
@@ -101,15 +102,9 @@ def run_check(ex: Executor, algos: list[str], numels: list[int], dtypes: list[st
     return records
 
 
-def check_table(records: list[CheckRecord], title: str):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name in ("algo", "dtype", "numel", "ops", "#wrong", "wrong ranks", "trace"):
-        table.add_column(name, justify="right" if name in ("numel", "ops", "#wrong") else "left", overflow="fold")
-    for r in records:
-        bad = [str(q) for q, w in enumerate(r.wrong_by_rank) if w]
-        trace = "" if r.trace_ok is None else ("ok" if r.trace_ok else "[bold red]BAD[/]")
-        table.add_row(r.algo, r.dtype, str(r.numel), str(r.ops),
-                      str(r.wrong) if not r.wrong else f"[bold red]{r.wrong}[/]", ",".join(bad), trace)
-    return table
+CHECK_COLUMNS = [
+    Column("algo", "algo", text=True), Column("dtype", "dtype", text=True), Column("numel", "numel"),
+    Column("ops", "ops"), Column("wrong", "#wrong"),
+    Column("wrong_by_rank", "wrong ranks", lambda w: ",".join(str(q) for q, n in enumerate(w) if n), text=True),
+    Column("trace_ok", "trace", lambda ok: "" if ok is None else ("ok" if ok else "BAD"), text=True),
+]

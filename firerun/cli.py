@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -18,20 +19,38 @@ from rich.console import Console
 from firerun import emulate, validate
 from firerun.env import dist_env
 from firerun.errors import ExecError
+from firesim.clikit import handle_error, output_file, print_table, safe_name
 from firesim.errors import UserError
 from firesim.io import write_json_atomic, write_text_atomic
-from firesim.plans import Plan
+from firesim.plans import Plan, resolve, split_specs
+from firesim.units import MAX_COUNT, parse_bytes, parse_int_list, parse_size_list, split_list
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
 app.add_typer(emulate.emulate_app, name="emulate")
 app.command("validate")(validate.validate_cmd)
 
-Backend = Annotated[str, typer.Option("--backend", help="torch (gloo on CPU, NCCL on GPU) or mpi (mpi4py).")]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda: torch backend, NCCL).")]
-Timeout = Annotated[float, typer.Option("--timeout-s", help="Longest wait for any one message or barrier.")]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the records to this file (atomically).")]
+Backend = Annotated[Literal["torch", "mpi"], typer.Option("--backend", help="torch (gloo on CPU, NCCL on GPU) or "
+                                                                              "mpi (mpi4py).")]
+Device = Annotated[Literal["cpu", "cuda"], typer.Option("--device", help="cpu or cuda (cuda: torch backend, NCCL).")]
+Timeout = Annotated[float, typer.Option("--timeout-s", min=0.001, max=7 * 86400.0,
+                                        help="Longest wait for any one message or barrier.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", parser=output_file(".json"),
+                                              help="Write the records to this file (atomically).")]
+Iters = Annotated[int, typer.Option(min=1, max=10**6, help="Timed runs per round.")]
+Reps = Annotated[int, typer.Option(min=1, max=1000, help="Rounds interleaving the algorithms; the median is reported.")]
+Factor = Annotated[float, typer.Option(min=1.01, max=1024.0, help="Step factor between sizes of a range (nccl-tests -f).")]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+# Elements per buffer a check may ask for: 2**28 float32 is 1 GiB on every rank.
+MAX_NUMEL = 2**28
+# Commands that do not join a job, so `firerun run` / `firerun slurm` cannot start them as ranks.
+NOT_JOBS = ("run", "slurm", "emulate", "validate")
+# Set while `firerun run` / `slurm` check the command they are given: _run_worker then stops before joining.
+_checking: ContextVar[bool] = ContextVar("firerun_checking", default=False)
+
+
+class _Checked(Exception):
+    """Raised by _run_worker in place of joining the job when a command is only being checked."""
 
 
 def _rank() -> int:
@@ -42,11 +61,18 @@ def _rank() -> int:
 
 
 def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> None:
-    """Join the job, run ``body(executor, console)`` and map failures to exit codes (see module docstring)."""
+    """Join the job, run ``body(executor, console)`` and map failures to exit codes (see module docstring).
+
+    Every command parses and checks all of its input before calling this, so bad input is refused before a
+    job is joined, and `firerun run` can refuse it before starting any rank (``check_command``)."""
+    if _checking.get():
+        raise _Checked
     from firerun.worker import session
 
     with session(backend, device=device, timeout_s=timeout_s) as ex:  # type: ignore[arg-type]
-        console = Console(quiet=ex.rank != 0, width=None if sys.stdout.isatty() else 150)
+        wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ  # piped: a whole table, not 80 columns
+        console = Console(quiet=ex.rank != 0, width=150 if wide else None, markup=False,
+                          highlight=False, emoji=False)
         code = body(ex, console) or 0
         ex.barrier("final barrier")  # nobody tears down while a peer still needs it
     if code:
@@ -59,8 +85,31 @@ def parse_dtype(name: str):
     return parse(name)
 
 
-def _split(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+def _algos(text: str, also: tuple[str, ...] = ()) -> list[str]:
+    """Algorithm specs (or the names in ``also``), each checked against the registry now; the bounds that
+    depend on the job's size are checked once it is known."""
+    specs = split_specs(text)
+    for spec in specs:
+        if spec not in also:
+            resolve(spec)
+    return specs
+
+
+def check_command(args: list[str], who: str) -> None:
+    """Parse and check ``firerun <args>`` here, without joining a job: bad input, an unwritable output or a
+    command that is not a job is refused before `firerun run` starts a rank or `firerun slurm` writes a
+    script."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name in NOT_JOBS:
+        raise UserError(f"{who}: `firerun {name}` does not run as ranks of a job")
+    token = _checking.set(True)
+    try:
+        app(args=list(args), standalone_mode=False, prog_name="firerun")
+    except _Checked:
+        return
+    finally:
+        _checking.reset(token)
+    raise UserError(f"{who}: `firerun {' '.join(args)}` does not join a job")
 
 
 # ------------------------------------------------------------------------------------------------- bench
@@ -68,13 +117,13 @@ def _split(text: str) -> list[str]:
 def bench(
     sizes: Annotated[str, typer.Option(help="Sizes: '1KiB:64MiB' doubles from -b to -e like nccl-tests; "
                                             "or a list '16MiB,64MiB'.")] = "1KiB:64MiB",
-    factor: Annotated[float, typer.Option(help="Step factor between sizes of a range (nccl-tests -f).")] = 2.0,
+    factor: Factor = 2.0,
     algo: Annotated[str, typer.Option(help="Algorithms beside the built-in all_reduce, e.g. "
                                            "'ring,tree,ps:servers=2,hd'.")] = "ring,tree,ps",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
-    iters: Annotated[int, typer.Option(help="Timed runs per round.")] = 20,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
-    reps: Annotated[int, typer.Option(help="Rounds interleaving the algorithms; the median is reported.")] = 3,
+    iters: Iters = 20,
+    warmup: Annotated[int, typer.Option(min=0, max=10**6, help="Untimed runs first.")] = 5,
+    reps: Reps = 3,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Check every result (#wrong).")] = True,
     backend: Backend = "torch",
     device: Device = "cpu",
@@ -82,12 +131,10 @@ def bench(
     json_path: JsonOut = None,
 ) -> None:
     """nccl-tests-style table: time, algbw, busbw, speed vs the built-in all_reduce, #wrong."""
-    from firerun.bench import bench_table, run_bench
-    from firesim.plans import split_specs
-    from firesim.units import parse_size_list
+    from firerun.bench import BENCH_COLUMNS, BUILTIN, run_bench
 
     size_list = parse_size_list(sizes, factor)
-    algos = split_specs(algo)
+    algos = _algos(algo, also=(BUILTIN,))
     torch_dtype = parse_dtype(dtype)
 
     def body(ex, console: Console) -> int:
@@ -95,7 +142,7 @@ def bench(
                             check=check)
         title = (f"all-reduce, {ex.size} ranks, {ex.transport.name}, {iters} iters x {reps} rounds "
                  f"(time: mean per run on the slowest rank, median of rounds)")
-        console.print(bench_table(records, title))
+        print_table(console, title, [r.to_dict() for r in records], BENCH_COLUMNS, section="size_bytes")
         if json_path is not None and ex.rank == 0:
             write_json_atomic(json_path, {"kind": "firerun.bench/1", "ranks": ex.size,
                                           "backend": ex.transport.name, "records": [r.to_dict() for r in records]})
@@ -109,7 +156,7 @@ def bench(
 def check(
     algo: Annotated[str, typer.Option(help="'all' (every builder that fits) or a list like 'ring,tree'.")] = "all",
     dtype: Annotated[str, typer.Option(help="Comma-separated dtypes.")] = "float32,float16,bfloat16",
-    numel: Annotated[str, typer.Option(help="Element counts; default: p-1, 1031, 40009.")] = "",
+    numel: Annotated[str | None, typer.Option(help="Element counts; default: p-1, 1031, 40009.")] = None,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Also gather and check the Trace.")] = True,
     backend: Backend = "torch",
     device: Device = "cpu",
@@ -117,19 +164,17 @@ def check(
     json_path: JsonOut = None,
 ) -> None:
     """Run every algorithm on awkward sizes and check each result against the exact sum on every rank."""
-    from firerun.check import check_table, run_check, standard_algos, standard_numels
-    from firesim.plans import split_specs
+    from firerun.check import CHECK_COLUMNS, run_check, standard_algos, standard_numels
 
-    dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in _split(dtype)]
-    try:
-        numels = [int(x) for x in _split(numel)]
-    except ValueError:
-        raise UserError(f"numel: expected integers like 3,1031, got {numel!r}") from None
+    dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in split_list(dtype, "dtype")]
+    numels = None if numel is None else parse_int_list(numel, "numel", minimum=0, maximum=MAX_NUMEL)
+    algos = None if algo.strip() == "all" else _algos(algo)
 
     def body(ex, console: Console) -> int:
-        algos = standard_algos(ex.size) if algo.strip() == "all" else split_specs(algo)
-        records = run_check(ex, algos, numels or standard_numels(ex.size), dtypes, traced=trace)
-        console.print(check_table(records, f"firerun check: {ex.size} ranks, {ex.transport.name}"))
+        algos_here = standard_algos(ex.size) if algos is None else algos
+        records = run_check(ex, algos_here, numels or standard_numels(ex.size), dtypes, traced=trace)
+        print_table(console, f"firerun check: {ex.size} ranks, {ex.transport.name}", [r.to_dict() for r in records],
+                    CHECK_COLUMNS)
         bad = [r for r in records if r.wrong or r.trace_ok is False]
         console.print(f"{len(records) - len(bad)} of {len(records)} runs exact" + (f", {len(bad)} WRONG" if bad else ""))
         if json_path is not None and ex.rank == 0:
@@ -145,35 +190,37 @@ def check(
 def exec_(
     plan_path: Annotated[Path | None, typer.Option("--plan", help="A plan JSON file (firesim plans save).")] = None,
     algo: Annotated[str | None, typer.Option(help="Or build one: 'ring', 'ps:servers=2' ...")] = None,
-    size: Annotated[str, typer.Option(help="Buffer size when building (or to resize the plan).")] = "",
+    size: Annotated[str | None, typer.Option(help="Buffer size when building (default 16MiB), or to resize the "
+                                                  "plan.")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
-    iters: Annotated[int, typer.Option(help="Runs; the trace is of the last one.")] = 3,
-    trace_path: Annotated[Path | None, typer.Option("--trace", help="Write the measured Trace (JSON).")] = None,
-    chrome_path: Annotated[Path | None, typer.Option("--chrome", help="Write a Chrome/Perfetto trace.")] = None,
+    iters: Annotated[int, typer.Option(min=1, max=10**6, help="Runs; the trace is of the last one.")] = 3,
+    trace_path: Annotated[Path | None, typer.Option("--trace", parser=output_file(".json"),
+                                                    help="Write the measured Trace (JSON).")] = None,
+    chrome_path: Annotated[Path | None, typer.Option("--chrome", parser=output_file(".json"),
+                                                     help="Write a Chrome/Perfetto trace.")] = None,
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
 ) -> None:
     """Execute one plan and save its measured Trace (to compare with `firesim`'s prediction)."""
     from firerun.bench import check_data, count_wrong, plan_for
-    from firesim.units import parse_bytes
 
     if (plan_path is None) == (algo is None):
         raise UserError("exec: give exactly one of --plan FILE or --algo NAME")
     torch_dtype = parse_dtype(dtype)
-    if iters < 1:
-        raise UserError(f"iters: must be >= 1, got {iters}")
+    nbytes = None if size is None else parse_bytes(size, "size")
+    loaded = None if plan_path is None else Plan.load(plan_path)
+    if algo is not None:
+        _algos(algo)
 
     def body(ex, console: Console) -> int:
         import torch
 
         itemsize = torch.empty(0, dtype=torch_dtype).element_size()
-        if plan_path is not None:
-            plan = Plan.load(plan_path)
-            if size:
-                plan = plan.with_nbytes(parse_bytes(size, "size"))
+        if loaded is not None:
+            plan = loaded if nbytes is None else loaded.with_nbytes(nbytes)
         else:
-            plan = plan_for(algo, ex.size, parse_bytes(size or "16MiB", "size"))
+            plan = plan_for(algo, ex.size, 16 * 2**20 if nbytes is None else nbytes)
         if plan.nbytes % itemsize:
             plan = plan.with_nbytes(plan.nbytes - plan.nbytes % itemsize)
         numel = plan.nbytes // itemsize
@@ -200,8 +247,8 @@ def exec_(
 @app.command()
 def overhead(
     size: Annotated[str, typer.Option(help="Message size.")] = "1KiB",
-    round_trips: Annotated[int, typer.Option(help="Round trips per measurement.")] = 100,
-    reps: Annotated[int, typer.Option(help="Interleaved rounds; medians are reported.")] = 5,
+    round_trips: Annotated[int, typer.Option(min=1, max=10**6, help="Round trips per measurement.")] = 100,
+    reps: Annotated[int, typer.Option(min=1, max=1000, help="Interleaved rounds; medians are reported.")] = 5,
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
@@ -211,7 +258,6 @@ def overhead(
     from dataclasses import asdict
 
     from firerun.bench import measure_overhead
-    from firesim.units import parse_bytes
 
     nbytes = max(4, parse_bytes(size, "size") // 4 * 4)
 
@@ -230,13 +276,14 @@ def overhead(
 @app.command()
 def calibrate(
     sizes: Annotated[str, typer.Option(help="Ping-pong sizes (range doubles by --factor).")] = "8:4MiB",
-    factor: Annotated[float, typer.Option(help="Step factor of the size range.")] = 4.0,
-    ranks_per_node: Annotated[int | None, typer.Option(help="Fit intra-node (0,1) and inter-node "
-                                                            "(0,N) pairs separately.")] = None,
+    factor: Factor = 4.0,
+    ranks_per_node: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Fit intra-node (0,1) and "
+                                                       "inter-node (0,N) pairs separately.")] = None,
     dtype: Annotated[str, typer.Option(help="Element type of the reduce and matmul probes.")] = "float32",
-    round_trips: Annotated[int, typer.Option(help="Round trips per ping-pong plan.")] = 30,
-    name: Annotated[str, typer.Option(help="Profile name.")] = "calibrated",
-    output: Annotated[Path, typer.Option(help="Hardware profile YAML for `firesim --hardware`.")] = Path("profile.yaml"),
+    round_trips: Annotated[int, typer.Option(min=1, max=10**6, help="Round trips per ping-pong plan.")] = 30,
+    name: Annotated[str, typer.Option(help="Profile name (letters, digits, ._+-).")] = "calibrated",
+    output: Annotated[Path, typer.Option(parser=output_file(".yaml", ".yml"), help="Hardware profile YAML for "
+                                         "`firesim --hardware`.")] = Path("profile.yaml"),
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
@@ -249,8 +296,8 @@ def calibrate(
 
     from firerun.calibrate import calibrate as run_calibration
     from firerun.calibrate import to_profile
-    from firesim.units import parse_size_list
 
+    safe_name(name, "name")
     size_list = parse_size_list(sizes, factor)
     torch_dtype = parse_dtype(dtype)
 
@@ -285,10 +332,10 @@ def train(
     model: Annotated[str, typer.Option(help="A CIFAR-size model of models.zoo: small_cnn, resnet18_cifar_w16 ...")]
     = "small_cnn",
     algo: Annotated[str, typer.Option(help="The gradient exchange: ring, tree, ps:servers=2 ...")] = "ring",
-    steps: Annotated[int, typer.Option(help="SGD steps.")] = 20,
-    batch: Annotated[int, typer.Option(help="Batch per worker.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and the synthetic data.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, max=10**6, help="SGD steps.")] = 20,
+    batch: Annotated[int, typer.Option(min=1, max=2**16, help="Batch per worker.")] = 32,
+    lr: Annotated[float, typer.Option(min=1e-9, max=1e3, help="Learning rate.")] = 0.05,
+    seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the weights and the synthetic data.")] = 0,
     backend: Backend = "torch",
     timeout_s: Timeout = 120.0,
     json_path: JsonOut = None,
@@ -299,6 +346,10 @@ def train(
     import numpy as np
 
     from firerun.train import train as run_training
+    from models.zoo import get_spec
+
+    get_spec(model)
+    _algos(algo)
 
     def body(ex, console: Console) -> int:
         r = run_training(ex, model, algo, steps=steps, batch_per_worker=batch, lr=lr, seed=seed)
@@ -319,53 +370,68 @@ def train(
 @app.command(context_settings=PASSTHROUGH)
 def run(
     ctx: typer.Context,
-    nproc: Annotated[int, typer.Option(help="Ranks to start on this machine.")] = 2,
-    launcher: Annotated[str, typer.Option(help="local (torchrun-style variables) or mpiexec (for --backend "
-                                               "mpi).")] = "local",
-    grace_s: Annotated[float, typer.Option(help="After the first failure, time the other ranks get to "
-                                                "report before they are killed.")] = 3.0,
-    job_timeout_s: Annotated[float | None, typer.Option(help="Kill the whole job after this long.")] = None,
+    nproc: Annotated[int, typer.Option(min=1, max=4096, help="Ranks to start on this machine.")] = 2,
+    launcher: Annotated[Literal["local", "mpiexec"], typer.Option(help="local (torchrun-style variables) or "
+                                                                       "mpiexec (for --backend mpi).")] = "local",
+    grace_s: Annotated[float, typer.Option(min=0.0, max=3600.0, help="After the first failure, time the other "
+                                           "ranks get to report before they are killed.")] = 3.0,
+    job_timeout_s: Annotated[float | None, typer.Option(min=0.001, max=1e7, help="Kill the whole job after "
+                                                        "this long.")] = None,
+    allow_oversubscribe: Annotated[bool, typer.Option(help="Start more ranks than 4 a core (memory still "
+                                                           "bounds them).")] = False,
 ) -> None:
     """Start NPROC ranks of a firerun command here: `firerun run --nproc 4 bench --sizes 16MiB`."""
-    from firerun.launch import launch
+    from firerun.launch import check_local_ranks, launch
 
     if not ctx.args:
         raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
-    code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s,  # type: ignore[arg-type]
-                  timeout_s=job_timeout_s)
+    check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
+    check_command(list(ctx.args), "run")
+    if _checking.get():  # `run` inside a checked command never starts anything
+        raise _Checked
+    code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s, timeout_s=job_timeout_s)
     raise typer.Exit(code)
 
 
 @app.command(context_settings=PASSTHROUGH)
 def slurm(
     ctx: typer.Context,
-    nodes: Annotated[int, typer.Option(help="Nodes.")] = 2,
-    tasks_per_node: Annotated[int, typer.Option(help="Ranks per node (usually GPUs per node).")] = 4,
-    mode: Annotated[str, typer.Option(help="srun (a task per rank), torchrun (a task per node) or mpiexec "
-                                           "(srun --mpi=pmi2, for --backend mpi).")] = "torchrun",
-    gpus_per_node: Annotated[int, typer.Option(help="GPUs to request per node (0: none).")] = 0,
+    nodes: Annotated[int, typer.Option(min=1, max=100_000, help="Nodes.")] = 2,
+    tasks_per_node: Annotated[int, typer.Option(min=1, max=1024, help="Ranks per node (usually GPUs per node).")] = 4,
+    mode: Annotated[Literal["srun", "torchrun", "mpiexec"], typer.Option(
+        help="srun (a task per rank), torchrun (a task per node) or mpiexec (srun --mpi=pmi2, for --backend "
+             "mpi).")] = "torchrun",
+    gpus_per_node: Annotated[int, typer.Option(min=0, max=64, help="GPUs to request per node (0: none).")] = 0,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
-    time_limit: Annotated[str, typer.Option("--time", help="Wall-clock limit.")] = "00:30:00",
-    output: Annotated[Path | None, typer.Option(help="Write the script here (else print it).")] = None,
+    time_limit: Annotated[str, typer.Option("--time", help="Wall-clock limit in a Slurm format: minutes, "
+                                            "HH:MM:SS, D-HH:MM ...")] = "00:30:00",
+    output: Annotated[Path | None, typer.Option("--output", "-o", parser=output_file(),
+                                                help="Write the script here (else print it).")] = None,
 ) -> None:
-    """Write an sbatch script running a firerun command: `firerun slurm --nodes 4 -o job.sh bench ...`."""
+    """Write an sbatch script running a firerun command: `firerun slurm --nodes 4 -o job.sh bench --sizes 16MiB`."""
     from firerun.launch import sbatch_script
 
     if not ctx.args:
         raise UserError("slurm: give the command to run, e.g. `firerun slurm --nodes 2 bench --device cuda`")
-    script = sbatch_script(list(ctx.args), nodes=nodes, tasks_per_node=tasks_per_node, mode=mode,  # type: ignore[arg-type]
+    script = sbatch_script(list(ctx.args), nodes=nodes, tasks_per_node=tasks_per_node, mode=mode,
                            time_limit=time_limit, partition=partition, account=account, gpus_per_node=gpus_per_node)
+    check_command(list(ctx.args), "slurm")
+    if _checking.get():
+        raise _Checked
     if output is None:
         sys.stdout.write(script)
         return
     write_text_atomic(output, script).chmod(0o755)
-    Console(stderr=True).print(f"wrote {output}: submit with `sbatch {output}`", highlight=False)
+    Console(stderr=True, markup=False, highlight=False).print(f"wrote {output}: submit with `sbatch {output}`",
+                                                              soft_wrap=True)
 
 
 @app.command("env")
 def env_() -> None:
     """Show the rank, world size and launcher this process would use (debugging a job script)."""
+    if _checking.get():
+        raise _Checked
     e = dist_env()
     print(f"rank {e.rank} of {e.world_size} (local {e.local_rank} of {e.local_world_size}) from {e.source}; "
           f"MASTER_ADDR={e.master_addr} MASTER_PORT={e.master_port}")
@@ -374,25 +440,19 @@ def env_() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for bad input, exit 3 with the failing op for a lost or hung peer."""
     try:
-        code = app(args=argv, standalone_mode=False)
-    except UserError as err:
-        if _rank() == 0:
-            Console(stderr=True).print(f"[red]firerun: error:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        code = app(args=argv, standalone_mode=False, prog_name="firerun")
     except ExecError as err:
         sys.stdout.flush()
         sys.stderr.write(f"firerun: {err}\n")  # one write: lines of several ranks never interleave
         sys.stderr.flush()
         os._exit(3)  # peers may be gone: interpreter teardown could block in the backend
-    except (KeyboardInterrupt, EOFError):
+    except EOFError:
         sys.exit(130)
-    except Exception as err:
-        usage = getattr(err, "format_message", None)
-        if usage is not None and getattr(err, "exit_code", None) == 2:  # the CLI parser's usage errors
-            if _rank() == 0:
-                print(f"firerun: error: {usage()}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except (Exception, KeyboardInterrupt) as err:
+        code = handle_error(err, "firerun", quiet=_rank() != 0)  # bad input, usage errors, Ctrl-C
+        if code is None:
+            raise
+        sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

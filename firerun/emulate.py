@@ -45,13 +45,14 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import typer
 
+from firesim.clikit import output_dir
 from firesim.errors import UserError
-from firesim.io import write_json_atomic
+from firesim.io import dumps, read_json, write_json_atomic
 from firesim.plans.ir import Op, Plan
 
 __all__ = [
@@ -206,9 +207,9 @@ def list_clusters(state_dir: str | os.PathLike = STATE_DIR) -> list[dict]:
     for path in sorted(Path(state_dir).glob("*.json")) if Path(state_dir).is_dir() else []:
         try:
             state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # not ours, or half written
             continue
-        if state.get("format") == STATE_FORMAT:
+        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
             out.append({**state, "state_file": str(path)})
     return out
 
@@ -278,14 +279,11 @@ def down_cluster(state_file: str | os.PathLike) -> list[str]:
     then the file. Returns the namespaces that were removed; nothing else is ever touched.
     """
     path = Path(state_file)
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except json.JSONDecodeError:
-        raise UserError(f"emulate down: {path} is not a state file (not JSON)") from None
-    if state.get("format") != STATE_FORMAT:
-        raise UserError(f"emulate down: {path} is not a state file (format {state.get('format')!r})")
+    state = read_json(path, "state file")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise UserError(f"emulate down: {str(path)!r} is not a {STATE_FORMAT} state file")
     wanted = list(state.get("namespaces_created", []))
     prefix = state.get("id", "")
     existing = _existing_namespaces()
@@ -605,15 +603,20 @@ def _targets(target: str, state_dir: Path) -> list[dict]:
     path = Path(target)
     clusters = list_clusters(state_dir)
     if path.suffix == ".json" and path.exists():
-        return [{**json.loads(path.read_text()), "state_file": str(path)}]
+        state = read_json(path, "state file")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UserError(f"state file {str(path)!r}: not a {STATE_FORMAT} file")
+        return [{**state, "state_file": str(path)}]
     resolved = str(path.resolve()) if path.exists() else None
     return [c for c in clusters if c.get("id") == target or (resolved and c.get("topology_path") == resolved)]
 
 
 @emulate_app.command("up")
 def up_cmd(topology: Annotated[Path, typer.Argument(help="Topology YAML.")],
-           state_dir: StateDirOpt = STATE_DIR,
-           shaper: Annotated[str, typer.Option(help="htb (ACKs first) or tbf (one FIFO).")] = "htb") -> None:
+           state_dir: Annotated[Path, typer.Option("--state-dir", parser=output_dir,
+                                                   help="Where clusters record what they created.")] = STATE_DIR,
+           shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first) or tbf (one FIFO).")] = "htb",
+           ) -> None:
     """Build the cluster and leave it running; prints its id, namespaces and addresses."""
     cluster = EmulatedCluster(topology, state_dir=state_dir, shaper=shaper)
     cluster.up()
@@ -657,7 +660,7 @@ def status_cmd(target: Annotated[str | None, typer.Argument(help="Cluster id, st
                         "up": bool(alive) and all(alive.values()), "alive": alive,
                         "addresses": c.get("addresses", {}), "links": links})
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(dumps(records, indent=2))
         return
     if not records:
         typer.echo("no emulated clusters")

@@ -1,3 +1,6 @@
+"""`python -m firesim ...` is the `firesim` command."""
+
 from firesim.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

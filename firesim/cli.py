@@ -5,25 +5,31 @@ Every command takes ``--json`` for machine-readable output. Bad input exits with
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from firesim.analytic import allreduce_bandwidths_GBps
+from firesim.clikit import Column, output_file, print_table, run_app
 from firesim.cluster import allreduce_seconds
-from firesim.errors import UserError
 from firesim.hardware import comm_params, list_presets, load_catalog, price_per_gpu_hour, resolve_cluster
-from firesim.io import write_csv_atomic, write_json_atomic
+from firesim.io import dumps, write_csv_atomic, write_json_atomic
+from firesim.limits import MAX_NODES, MAX_OPS, VERIFY_MAX_OPS, check_ops
 from firesim.plans import build, resolve, split_specs, verify
 from firesim.training import predict as predict_training
-from firesim.units import format_bytes, parse_bytes, parse_int_list, parse_size_list, split_list
+from firesim.units import (
+    MAX_COUNT,
+    format_bytes,
+    format_count,
+    format_duration,
+    parse_bytes,
+    parse_int_list,
+    parse_size_list,
+    split_list,
+)
 from firesim.workload import list_workloads, load_workload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,64 +40,53 @@ models_app = typer.Typer(no_args_is_help=True, help="The model zoo's saved profi
 app.add_typer(plans_app, name="plans")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
-console = Console()
+console = Console(markup=False, highlight=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, even beyond the terminal's width.")]
+CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Extra YAML that overrides or adds catalog entries.")]
+MaxOpsOpt = Annotated[int, typer.Option("--max-ops", min=1, max=2**40, help="Refuse plans of more ops than this "
+                                        "(memory and time grow with it; see firesim.limits).")]
+MaxNodesOpt = Annotated[int, typer.Option("--max-nodes", min=1, max=2**30, help="Refuse topologies of more nodes.")]
 
 
-def _table(title: str, records: list[dict], columns: list[tuple[str, str, Callable]]) -> Table:
-    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for _, header, _ in columns:
-        table.add_column(header, justify="right", no_wrap=True)
-    for rec in records:
-        table.add_row(*(fmt(rec[key]) for key, _, fmt in columns))
-    return table
-
-
-def _seconds(x: float) -> str:
-    """Compact durations for tables: 8.78s, 775ms, 26.1h."""
-    if x == 0:
-        return "0"
-    for unit, scale in (("d", 86400.0), ("h", 3600.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(x) >= scale and not (unit == "d" and x < 4 * 86400):
-            return f"{x / scale:.3g}{unit}"
-    return f"{x * 1e9:.3g}ns"
+def _gbps(x: float) -> str:
+    return f"{x:.2f}" if x == x and x != float("inf") else "-"
 
 
 def _dollars(x: float | None) -> str:
     return "-" if x is None else f"${x:,.0f}"
 
 
-def _emit(records: list[dict], as_json: bool, table: Table) -> None:
+def _emit(records: list[dict], as_json: bool, title: str, columns: list[Column], wide: bool = False) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        sys.stdout.write(dumps(records, indent=2) + "\n")
     else:
-        console.print(table)
+        print_table(console, title, records, columns, wide=wide)
 
 
 def _cluster(hardware: str, catalog: Path | None):
     return resolve_cluster(hardware, load_catalog(catalog) if catalog else None)
 
 
-CatalogOpt = Annotated[Path | None, typer.Option("--hardware-catalog", help="Extra YAML that overrides or adds catalog entries.")]
-
-
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="Model from `firesim models list`.")] = "googlenet",
+    model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile JSON file.")] = "googlenet",
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
-    batch: Annotated[int | None, typer.Option(help="Global batch (split over the GPUs).")] = None,
-    batch_per_gpu: Annotated[int | None, typer.Option(help="Batch per GPU (global batch grows with GPUs).")] = None,
-    epochs: Annotated[float, typer.Option(help="Epochs to train.")] = 90.0,
-    baseline_batch: Annotated[int, typer.Option(help="Batch of the one-GPU run that speedup compares against.")] = 32,
+    batch: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Global batch (split over the GPUs).")] = None,
+    batch_per_gpu: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Batch per GPU (global batch grows with GPUs).")] = None,
+    epochs: Annotated[float, typer.Option(min=1e-6, max=1e6, help="Epochs to train.")] = 90.0,
+    baseline_batch: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Batch of the one-GPU run that speedup compares against.")] = 32,
     dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
-    engine: Annotated[str, typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",
+    engine: Annotated[Literal["analytic", "des"], typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",
     hardware_catalog: CatalogOpt = None,
+    max_ops: MaxOpsOpt = MAX_OPS,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm."""
     if batch is None and batch_per_gpu is None:
@@ -106,18 +101,19 @@ def predict(
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
                          baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=bucket_nbytes, engine=engine).record()
+                         bucket_nbytes=bucket_nbytes, engine=engine, max_ops=max_ops).record()
         for g in gpu_counts for a in algos
     ]
-    title = (f"{model} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
-             f"(speedup vs 1 GPU at batch {baseline_batch})")
-    table = _table(title, records, [
-        ("gpus", "gpus", str), ("algo", "algo", str),
-        ("compute_s", "compute", _seconds), ("comm_s", "comm", _seconds), ("exposed_comm_s", "exposed", _seconds),
-        ("iteration_s", "iter", _seconds), ("speedup", "speedup", lambda x: f"{x:.1f}x"),
-        ("efficiency", "eff", lambda x: f"{x:.0%}"), ("time_to_train_s", "train", _seconds),
-        ("cost", "cost", _dollars)])
-    _emit(records, as_json, table)
+    title = (f"{profile.name} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, "
+             f"{epochs:g} epochs (speedup vs 1 GPU at batch {baseline_batch})")
+    _emit(records, as_json, title, [
+        Column("gpus", "gpus"), Column("algo", "algo", text=True),
+        Column("compute_s", "compute", format_duration, optional=3),
+        Column("comm_s", "comm", format_duration, optional=2),
+        Column("exposed_comm_s", "exposed", format_duration, optional=4),
+        Column("iteration_s", "iter", format_duration), Column("speedup", "speedup", lambda x: f"{x:.1f}x"),
+        Column("efficiency", "eff", lambda x: f"{x:.0%}", optional=1), Column("time_to_train_s", "train", format_duration),
+        Column("cost", "cost", _dollars, optional=5)], wide)
 
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
@@ -135,45 +131,42 @@ def collective(
     hardware: Annotated[str, typer.Option(help="Preset or YAML.")] = "dgx-a100",
     hardware_catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """All-reduce time, algbw and busbw (nccl-tests definitions) predicted in closed form."""
     cluster = _cluster(hardware, hardware_catalog)
-    records = [_collective_record(a, p, n, cluster)
-               for a in split_specs(algo)
-               for p in parse_int_list(ranks, "ranks") for n in parse_size_list(size, what="size")]
-    table = _table(f"all-reduce on {cluster.name} (predicted)", records, [
-        ("algo", "algo", str), ("ranks", "ranks", str), ("nbytes", "size", format_bytes),
-        ("time_s", "time", _seconds), ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"),
-        ("busbw_GBps", "busbw GB/s", lambda x: f"{x:.2f}")])
-    _emit(records, as_json, table)
+    algos, rank_counts, sizes = split_specs(algo), parse_int_list(ranks, "ranks"), parse_size_list(size, what="size")
+    for a in algos:
+        resolve(a)
+    records = [_collective_record(a, p, n, cluster) for a in algos for p in rank_counts for n in sizes]
+    _emit(records, as_json, f"all-reduce on {cluster.name} (predicted)", [
+        Column("algo", "algo", text=True), Column("ranks", "ranks"), Column("nbytes", "size", format_bytes),
+        Column("time_s", "time", format_duration), Column("algbw_GBps", "algbw GB/s", _gbps),
+        Column("busbw_GBps", "busbw GB/s", _gbps)], wide)
 
 
 @app.command()
 def sweep(
-    out: Annotated[Path, typer.Option(help="Output file: .csv or .json.")],
+    out: Annotated[Path, typer.Option(parser=output_file(".csv", ".json"), help="Output file: .csv or .json.")],
     model: Annotated[str, typer.Option(help="Models, comma-separated.")] = "googlenet,nin",
     hardware: Annotated[str, typer.Option(help="Presets or YAMLs, comma-separated.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts.")] = "1:128",
     algo: Annotated[str, typer.Option(help="Algorithms.")] = "tree,ps,ring",
     batch: Annotated[str, typer.Option(help="Global batches, comma-separated.")] = "256,1024",
-    epochs: Annotated[float, typer.Option(help="Epochs.")] = 90.0,
+    epochs: Annotated[float, typer.Option(min=1e-6, max=1e6, help="Epochs.")] = 90.0,
     hardware_catalog: CatalogOpt = None,
 ) -> None:
     """Predict a whole grid (models x hardware x GPUs x algorithms x batches) into a CSV or JSON file."""
-    if out.suffix not in (".csv", ".json"):
-        raise UserError(f"out: must end in .csv or .json, got {out.name!r}")
-    models = split_list(model)
-    clusters = [_cluster(h, hardware_catalog) for h in split_list(hardware)]
-    profiles = [load_workload(m) for m in models]
-    records = []
-    for profile in profiles:
-        for cluster in clusters:
-            for g in parse_int_list(gpus, "gpus"):
-                for a in split_specs(algo):
-                    for b in parse_int_list(batch, "batch"):
-                        if b >= g:
-                            records.append(predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record())
-    if out.suffix == ".json":
+    clusters = [_cluster(h, hardware_catalog) for h in split_list(hardware, "hardware")]
+    profiles = [load_workload(m) for m in split_list(model, "model")]
+    gpu_counts, algos = parse_int_list(gpus, "gpus"), split_specs(algo)
+    batches = parse_int_list(batch, "batch")
+    for a in algos:
+        resolve(a)
+    records = [predict_training(profile, cluster, g, a, batch=b, epochs=epochs).record()
+               for profile in profiles for cluster in clusters for g in gpu_counts for a in algos for b in batches
+               if b >= g]
+    if out.suffix.lower() == ".json":
         write_json_atomic(out, records)
     else:
         write_csv_atomic(out, records)
@@ -183,17 +176,20 @@ def sweep(
 @app.command()
 def simulate(
     plan: Annotated[str, typer.Option(help="Algorithm, e.g. ring, tree, ps:servers=4.")] = "ring",
-    ranks: Annotated[int, typer.Option(help="Number of ranks.")] = 64,
+    ranks: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Number of ranks.")] = 64,
     size: Annotated[str, typer.Option(help="Buffer size.")] = "64MiB",
     topology: Annotated[str | None, typer.Option(
         help="fat-tree:k=8, torus:dims=4x4x4, star, dragonfly:..., a topology YAML; default: the hardware's.")] = None,
     hardware: Annotated[str, typer.Option(help="Preset or YAML: link rates, latencies, software alpha, gamma.")] = "dgx-a100",
     eager: Annotated[bool, typer.Option(help="Sends complete when handed to the transport (TCP socket buffers).")] = False,
-    trace: Annotated[Path | None, typer.Option(help="Write the predicted Trace (JSON).")] = None,
-    chrome: Annotated[Path | None, typer.Option(help="Write a Chrome/Perfetto trace.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed (ECMP path choice).")] = 0,
+    trace: Annotated[Path | None, typer.Option(parser=output_file(".json"), help="Write the predicted Trace (JSON).")] = None,
+    chrome: Annotated[Path | None, typer.Option(parser=output_file(".json"), help="Write a Chrome/Perfetto trace.")] = None,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed (ECMP path choice).")] = 0,
     hardware_catalog: CatalogOpt = None,
+    max_ops: MaxOpsOpt = MAX_OPS,
+    max_nodes: MaxNodesOpt = MAX_NODES,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Play one all-reduce plan on a network with the discrete-event engine (links shared max-min fairly)."""
     import time
@@ -202,19 +198,17 @@ def simulate(
     from firesim.topology import from_spec
     from firesim.training import cluster_topology
 
-    if ranks < 1:
-        raise UserError(f"ranks: must be >= 1, got {ranks}")
     cluster = _cluster(hardware, hardware_catalog)
     nbytes = parse_bytes(size)
-    built = build(plan, ranks, nbytes)
+    built = build(plan, ranks, nbytes, max_ops=max_ops)
     link = cluster.inter_node_link
-    graph = (cluster_topology(cluster, ranks) if topology is None else
-             from_spec(topology, ranks, bandwidth_Bps=link.bandwidth_Bps, latency_s=link.latency_s / 2,
-                       efficiency=link.efficiency))
+    graph = (cluster_topology(cluster, built.ranks) if topology is None else
+             from_spec(topology, built.ranks, bandwidth_Bps=link.bandwidth_Bps, latency_s=link.latency_s / 2,
+                       efficiency=link.efficiency, max_nodes=max_nodes))
     cost = comm_params(cluster)
     start = time.perf_counter()
     result = run_engine(built, graph, alpha_s=cluster.software_latency_s, gamma_s_per_byte=cost.gamma_s_per_byte,
-                        eager=eager, seed=seed)
+                        eager=eager, seed=seed, max_ops=max_ops)
     wall_s = time.perf_counter() - start
     if trace:
         result.save(trace)
@@ -226,31 +220,30 @@ def simulate(
               "hardware": cluster.name, "time_s": time_s, "algbw_GBps": algbw,
               "busbw_GBps": busbw, "ops": built.n_ops,
               "events": int(result.header.extra.get("events", 0)), "wall_s": wall_s}
-    table = _table(f"{plan} on {record['topology']} (simulated)", [record], [
-        ("ranks", "ranks", str), ("nbytes", "size", format_bytes), ("time_s", "time", _seconds),
-        ("algbw_GBps", "algbw GB/s", lambda x: f"{x:.2f}"), ("busbw_GBps", "busbw GB/s", lambda x: f"{x:.2f}"),
-        ("ops", "ops", lambda x: f"{x:,}"), ("wall_s", "wall", _seconds)])
-    _emit([record], as_json, table)
+    _emit([record], as_json, f"{plan} on {record['topology']} (simulated)", [
+        Column("ranks", "ranks"), Column("nbytes", "size", format_bytes), Column("time_s", "time", format_duration),
+        Column("algbw_GBps", "algbw GB/s", _gbps), Column("busbw_GBps", "busbw GB/s", _gbps),
+        Column("ops", "ops", format_count), Column("wall_s", "wall", format_duration, optional=1)], wide)
 
 
 @plans_app.command("show")
 def plans_show(
     algo: Annotated[str, typer.Argument(help="Algorithm, e.g. ring or ps:servers=2.")],
-    ranks: Annotated[int, typer.Option(help="Number of ranks.")] = 4,
+    ranks: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Number of ranks.")] = 4,
     size: Annotated[str, typer.Option(help="Buffer size.")] = "1MiB",
+    max_ops: Annotated[int, typer.Option("--max-ops", min=1, max=2**40, help="Refuse plans of more ops than this "
+                                         "(each is printed and proved).")] = VERIFY_MAX_OPS,
     as_json: JsonOpt = False,
 ) -> None:
     """Print every rank's program (op, chunk, peer, bytes)."""
-    if ranks < 1:
-        raise UserError(f"ranks: must be >= 1, got {ranks}")
-    plan = build(algo, ranks, parse_bytes(size))
-    verify(plan)
+    plan = build(algo, ranks, parse_bytes(size), max_ops=max_ops)
+    verify(plan, max_ops=max_ops)
     if as_json:
-        sys.stdout.write(json.dumps(plan.to_dict()) + "\n")
+        sys.stdout.write(dumps(plan.to_dict()) + "\n")
         return
     nbytes = plan.op_nbytes()
-    console.print(f"[bold]{plan.name}[/bold]: {plan.ranks} ranks ({plan.workers} workers), "
-                  f"{format_bytes(plan.nbytes)} in {plan.chunks} chunks, {plan.n_ops} ops — verified")
+    console.print(f"{plan.name}: {plan.ranks} ranks ({plan.workers} workers), "
+                  f"{format_bytes(plan.nbytes)} in {plan.chunks} chunks, {plan.n_ops} ops — verified", soft_wrap=True)
     for r in range(plan.ranks):
         lo = int(plan.offsets[r])
         steps = []
@@ -258,8 +251,8 @@ def plans_show(
             chunks = f"c{chunk}" if span == 1 else f"c{chunk}..{chunk + span - 1}"
             arrow = {"send": "->", "recv": "<-", "reduce": "<+"}.get(op)
             steps.append(f"{op} {chunks} {arrow} {peer} ({format_bytes(nbytes[lo + i])})" if arrow else
-                         f"compute {seconds:g}s")
-        console.print(f"rank {r}: " + "; ".join(steps))
+                         f"compute {format_duration(seconds)}")
+        console.print(f"rank {r}: " + "; ".join(steps), soft_wrap=True)
 
 
 @plans_app.command("verify")
@@ -269,13 +262,16 @@ def plans_verify(
 ) -> None:
     """Prove the plan correct (every rank ends with the full sum, nothing counted twice, no deadlock)."""
     counts = parse_int_list(ranks, "ranks")
+    choice = resolve(algo)
+    for p in counts:  # refuse a size too big to prove before proving the small ones
+        check_ops(choice.ops(p), f"verify {choice.spec} on {p} ranks", VERIFY_MAX_OPS)
     for p in counts:
-        verify(build(algo, p, 4 * p))
-    console.print(f"{algo}: verified for ranks {', '.join(map(str, counts))}")
+        verify(build(choice, p, 4 * p, max_ops=VERIFY_MAX_OPS))
+    console.print(f"{algo}: verified for ranks {', '.join(map(str, counts))}", soft_wrap=True)
 
 
 @hardware_app.command("list")
-def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
+def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """Cluster presets with their cost-model figures."""
     records = []
     for c in list_presets(load_catalog(hardware_catalog) if hardware_catalog else None):
@@ -284,34 +280,28 @@ def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False)
                         "inter_node_link": c.inter_node_link.name, "alpha_s": inter.alpha_s,
                         "bandwidth_GBps": 1 / inter.beta_s_per_byte / 1e9,
                         "price_per_gpu_hour_usd": price_per_gpu_hour(c), "description": c.description})
-    table = _table("cluster presets", records, [
-        ("name", "preset", str), ("gpu", "gpu", str), ("gpus_per_node", "gpus/node", str),
-        ("inter_node_link", "inter-node link", str), ("alpha_s", "alpha", _seconds),
-        ("bandwidth_GBps", "GB/s per GPU", lambda x: f"{x:.2f}"),
-        ("price_per_gpu_hour_usd", "$/GPU-h", lambda x: "-" if x is None else f"{x:.2f}")])
-    _emit(records, as_json, table)
+    _emit(records, as_json, "cluster presets", [
+        Column("name", "preset", text=True), Column("gpu", "gpu", text=True),
+        Column("gpus_per_node", "gpus/node"), Column("inter_node_link", "inter-node link", text=True, optional=2),
+        Column("alpha_s", "alpha", format_duration), Column("bandwidth_GBps", "GB/s/GPU", _gbps),
+        Column("price_per_gpu_hour_usd", "$/GPU-h", lambda x: "-" if x is None else f"{x:.2f}", optional=1)], wide)
 
 
 @models_app.command("list")
-def models_list(as_json: JsonOpt = False) -> None:
+def models_list(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
     """Models with saved profiles: parameters, forward FLOPs, dataset."""
     records = []
     for name in list_workloads():
         p = load_workload(name)
         records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
                         "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
-    table = _table("model zoo", records, [
-        ("name", "model", str), ("params", "params", lambda x: f"{x / 1e6:.2f} M"),
-        ("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"), ("gradient_nbytes", "fp32 grads", format_bytes),
-        ("dataset", "dataset", str), ("layers", "layers", str)])
-    _emit(records, as_json, table)
+    _emit(records, as_json, "model zoo", [
+        Column("name", "model", text=True), Column("params", "params", lambda x: f"{x / 1e6:.2f} M"),
+        Column("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"),
+        Column("gradient_nbytes", "fp32 grads", format_bytes), Column("dataset", "dataset", text=True, optional=1),
+        Column("layers", "layers", optional=2)], wide)
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        app()
-    except UserError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input becomes one line on stderr and exit code 2 (``firesim.clikit``)."""
+    sys.exit(run_app(app, "firesim", argv))

@@ -45,6 +45,7 @@ import simpy
 
 from firesim import topology as topo
 from firesim.errors import UserError
+from firesim.limits import MAX_OPS, check_ops
 from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
 from firesim.plans.verify import PlanError, match_messages
 from firesim.trace import Trace, software_versions
@@ -241,8 +242,10 @@ class _Setup:
 
 
 def _setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, placement, eager, itemsize,
-           rank_speed, link_overrides, seed, start_s, op_nbytes=None, release_s=None) -> _Setup:
+           rank_speed, link_overrides, seed, start_s, op_nbytes=None, release_s=None,
+           max_ops: int = MAX_OPS) -> _Setup:
     check_structure(plan)
+    check_ops(plan.n_ops, f"simulate {plan.name} ({plan.ranks} ranks)", max_ops)
     for name, value in (("alpha_s", alpha_s), ("gamma_s_per_byte", gamma_s_per_byte)):
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise UserError(f"{name}: must be a finite number >= 0, got {value!r}")
@@ -756,7 +759,7 @@ class _Wavefront:
 def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: float, gamma_s_per_byte: float,
              beta_s_per_byte: float | None = None, placement: Sequence[Hashable] | None = None, eager: bool = False,
              itemsize: int = 4, rank_speed=None, link_overrides: Mapping | None = None, seed: int = 0,
-             start_s=None, op_nbytes=None, release_s=None) -> Trace:
+             start_s=None, op_nbytes=None, release_s=None, max_ops: int = MAX_OPS) -> Trace:
     """Predict when every op of ``plan`` starts and ends on ``topology``; returns the simulated Trace.
 
     topology: a networkx graph (``firesim.topology``), a spec such as ``"fat-tree:k=8"``, or None for a
@@ -768,11 +771,13 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
     seed: salts ECMP path choice. For plans composed of parts of different sizes (``firesim.training``):
     op_nbytes gives every op's bytes (default: the plan's chunk sizes) and release_s every op's gate, a time
     before which it does not issue (send/compute) or complete (recv); NaN for none. See the module docstring for the model and ``firesim.plans.ir`` for the
-    semantics. Raises PlanError if the plan deadlocks or its messages do not match.
+    semantics. Raises PlanError if the plan deadlocks or its messages do not match. A plan of more than
+    ``max_ops`` ops is refused before anything is allocated (``firesim.limits``).
     """
     s = _setup(plan, topology, alpha_s=alpha_s, gamma_s_per_byte=gamma_s_per_byte, beta_s_per_byte=beta_s_per_byte,
                placement=placement, eager=eager, itemsize=itemsize, rank_speed=rank_speed,
-               link_overrides=link_overrides, seed=seed, start_s=start_s, op_nbytes=op_nbytes, release_s=release_s)
+               link_overrides=link_overrides, seed=seed, start_s=start_s, op_nbytes=op_nbytes, release_s=release_s,
+               max_ops=max_ops)
     w = _Wavefront(s)
     w.run()
     return _trace(s, w.t_start, w.t_end, itemsize, windows=w.windows, network_instants=w.instants,

@@ -21,6 +21,7 @@ from firesim.cluster import allreduce_seconds, bucket_plan, cluster_topology, re
 from firesim.engine import simulate
 from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params, compute_flops, price_per_gpu_hour, resolve_cluster
+from firesim.limits import MAX_OPS, check_ops
 from firesim.plans import Op, Plan
 from firesim.trace import Trace
 from firesim.workload import ModelProfile, load_workload
@@ -143,14 +144,14 @@ class Prediction:
 def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo: str, *, batch: int | None = None,
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
-            engine: str = "analytic") -> Prediction:
+            engine: str = "analytic", max_ops: int = MAX_OPS) -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
     the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost.
 
     engine="des" plays the iteration on the simulator (``simulate_iteration``: the cluster's topology, link
     contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
-    all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
-    ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine,
+    which refuses an iteration of more than ``max_ops`` plan ops (``firesim.limits``). ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
     """
     profile = load_workload(profile) if isinstance(profile, str) else profile
     cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
@@ -167,7 +168,7 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
                    bucket_nbytes=bucket_nbytes)
     if engine == "des" and gpus > 1:
         sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=global_batch / gpus, dtype=dtype,
-                                 overlap=overlap, bucket_nbytes=bucket_nbytes)
+                                 overlap=overlap, bucket_nbytes=bucket_nbytes, max_ops=max_ops)
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, dtype=dtype, overlap=overlap)
     iterations = epochs * profile.train_samples / global_batch
@@ -270,7 +271,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        bucket_nbytes: int = DDP_BUCKET_NBYTES, first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES,
                        rank_speed=None, stragglers: Stragglers | None = None,
                        link_overrides: Mapping | None = None, optimizer_s: float = 0.0, eager: bool = False,
-                       seed: int = 0) -> SimulatedIteration:
+                       seed: int = 0, max_ops: int = MAX_OPS) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward, then backward emitting the buckets (reverse layer order, DDP sizes) at the fraction of backward
@@ -278,7 +279,8 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     and the previous bucket is done there, and runs on ``topology`` (default ``cluster_topology``) while
     backward continues; the optimizer step (``optimizer_s`` at nominal speed) follows the last bucket and
     backward. ``rank_speed`` and ``stragglers`` (drawn from ``seed``) scale each rank's compute; the seed
-    also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``.
+    also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. An iteration of more than
+    ``max_ops`` ops (every bucket's plan, plus a gate per bucket and rank) is refused before it is built.
     """
     if not optimizer_s >= 0:
         raise UserError(f"optimizer_s: must be >= 0, got {optimizer_s!r}")
@@ -291,7 +293,9 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
         speed = speed * stragglers.speeds(gpus, seed)
     itemsize = _DTYPE_NBYTES.get(dtype, 4)
     buckets = _buckets(profile, dtype, overlap, bucket_nbytes, first_bucket_nbytes)
-    base = bucket_plan(cluster, gpus, algo)
+    base = bucket_plan(cluster, gpus, algo, max_ops=max_ops)
+    check_ops(len(buckets) * (base.n_ops + base.ranks) + base.ranks,
+              f"{profile.name} iteration, {algo} on {gpus} GPUs ({len(buckets)} buckets)", max_ops)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.array([[(forward_s + b.ready_fraction * backward_s) for b in buckets]]).T / speed  # [bucket, rank]
     ready = np.pad(ready, ((0, 0), (0, servers)))
@@ -303,7 +307,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     params = comm_params(cluster, "inter")
     trace = simulate(plan, G, alpha_s=cluster.software_latency_s, gamma_s_per_byte=params.gamma_s_per_byte,
                      eager=eager, itemsize=itemsize, rank_speed=np.pad(speed, (0, servers), constant_values=1.0),
-                     link_overrides=link_overrides, seed=seed, op_nbytes=nbytes, release_s=release)
+                     link_overrides=link_overrides, seed=seed, op_nbytes=nbytes, release_s=release, max_ops=max_ops)
     done = ready.copy()
     np.maximum.at(done, (bucket_of[is_comm], trace.rank[is_comm]), trace.t_end[is_comm])
     rank_end = trace.t_end[bucket_of == len(buckets)]

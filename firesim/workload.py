@@ -12,7 +12,6 @@ version 1: they load, with backward FLOPs taken as 2 x forward and no byte count
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -21,11 +20,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firesim.errors import UserError, validation_line
+from firesim.io import dumps, read_json
 
 __all__ = ["WORKLOAD_FORMAT", "LayerProfile", "ModelProfile", "list_workloads", "load_workload", "profiles_dir"]
 
 WORKLOAD_FORMAT = "firesim.workload/2"
 _V1 = "firesim.workload/1"
+# Bounds that keep every derived quantity finite and every gradient a size (firesim.units.MAX_BYTES at fp64):
+# 2**46 parameters is ~70 T, far beyond any model; FLOPs per sample up to ~1e21.
+MAX_PARAMS = 2**46
+MAX_FLOPS = 2**70
 
 
 class LayerProfile(BaseModel):
@@ -35,8 +39,8 @@ class LayerProfile(BaseModel):
 
     name: str
     type: str
-    params: int = Field(ge=0)
-    fwd_flops: int = Field(ge=0)
+    params: int = Field(ge=0, le=MAX_PARAMS)
+    fwd_flops: int = Field(ge=0, le=MAX_FLOPS)
     bwd_flops: int | None = Field(default=None, ge=0, description="None (version 1): 2 x fwd_flops")
     fwd_macs: int = Field(default=0, ge=0, description="version 1 files only")
     input_elements: int = Field(default=0, ge=0, description="activation elements read (weights excluded)")
@@ -62,8 +66,8 @@ class ModelProfile(BaseModel):
     num_classes: int | None = Field(default=None, gt=0)
     dataset: str = ""
     train_samples: int = Field(gt=0, alias="train_images", description="samples per epoch")
-    params: int = Field(ge=0)
-    fwd_flops: int = Field(ge=0)
+    params: int = Field(ge=0, le=MAX_PARAMS)
+    fwd_flops: int = Field(ge=0, le=MAX_FLOPS)
     fwd_macs: int = Field(default=0, ge=0, description="version 1 files only")
     layers: tuple[LayerProfile, ...] = Field(min_length=1)
 
@@ -89,7 +93,7 @@ class ModelProfile(BaseModel):
 
     def to_json(self) -> str:
         """The text a profile file holds: indented, keys in schema order, newline-ended."""
-        return json.dumps(self.model_dump(mode="json", by_alias=False), indent=2) + "\n"
+        return dumps(self.model_dump(mode="json", by_alias=False), indent=2) + "\n"
 
 
 def profiles_dir() -> Path:
@@ -125,18 +129,7 @@ def load_workload(spec: str | os.PathLike) -> ModelProfile:
         if text not in known:
             raise UserError(f"model: unknown name {text!r}; known: {', '.join(known)} (or a profile .json file)")
         path = profiles_dir() / f"{text}.json"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"model: no such profile file {text!r}") from None
-    except OSError as err:
-        raise UserError(f"model: cannot read {text!r} ({err.strerror or err})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{text}: not UTF-8 text (a model profile is JSON)") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{text}: not JSON ({err.msg} at line {err.lineno})") from None
-    except RecursionError:
-        raise UserError(f"{text}: JSON nested too deeply") from None
+    if not path.exists():
+        raise UserError(f"model: no such profile file {text!r}")
+    data = read_json(path, "model profile")
     return _parse(data, text)
