@@ -226,6 +226,21 @@ def simulate(
         Column("ops", "ops", format_count), Column("wall_s", "wall", format_duration, optional=1)], wide)
 
 
+@plans_app.command("list")
+def plans_list(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
+    """Every registered algorithm: name, aliases, options with their bounds, closed-form cost."""
+    from firesim.plans import algorithms
+
+    records = []
+    for a in algorithms():
+        records.append({"name": a.name, "aliases": list(a.aliases), "summary": a.summary, "options": a.options.describe(),
+                        "closed_form": a.time is not None, "cost": a.cost or "engine only"})
+    _emit(records, as_json, "algorithms (firesim.plans.registry)", [
+        Column("name", "algorithm", text=True), Column("aliases", "aliases", ", ".join, text=True, optional=1),
+        Column("options", "options (default, bounds)", lambda o: "; ".join(o) or "-", text=True),
+        Column("cost", "closed-form cost", text=True)], wide)
+
+
 @plans_app.command("show")
 def plans_show(
     algo: Annotated[str, typer.Argument(help="Algorithm, e.g. ring or ps:servers=2.")],

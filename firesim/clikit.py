@@ -138,8 +138,9 @@ class Column:
 
 
 def _min_width(column: Column, cells: list[str]) -> int:
-    if column.text:  # wraps at spaces or folds long words; keep its header words whole
-        return max(max(len(w) for w in column.header.split()), 4)
+    if column.text:  # wraps at spaces (folds words over 24 characters): keep its words whole
+        words = [len(w) for text in [column.header, *cells] for w in text.split()]
+        return min(max(words, default=4), 24)
     return max(len(column.header), *(len(c) for c in cells))
 
 

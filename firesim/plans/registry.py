@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,6 +60,19 @@ class Options(BaseModel):
 
     def check(self, workers: int) -> None:
         """Bounds that depend on the number of workers; raise ``ValueError`` with the reason."""
+
+    @classmethod
+    def describe(cls) -> list[str]:
+        """Each option as 'name=default (bounds or choices)', for `firesim plans list`."""
+        lines = []
+        for key, info in cls.model_fields.items():
+            bounds = [f"{symbol} {getattr(m, attr)}" for m in info.metadata
+                      for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, attr)]
+            if get_origin(info.annotation) is Literal:
+                bounds.append("|".join(map(str, get_args(info.annotation))))
+            default = "required" if info.is_required() else _plain(info.default)
+            lines.append(f"{key}={default}" + (f" ({', '.join(bounds)})" if bounds else ""))
+        return lines
 
     def text(self) -> str:
         """The options that differ from their defaults, as ``key=value,...``."""

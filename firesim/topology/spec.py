@@ -13,7 +13,7 @@ from firesim.errors import UserError
 from firesim.limits import MAX_NODES
 from firesim.topology.files import load_topology
 from firesim.topology.generators import _count, dragonfly, fat_tree, nvlink_leaf_spine, ring, star, torus
-from firesim.units import parse_rate, parse_seconds
+from firesim.units import parse_options, parse_rate, parse_seconds
 
 
 def _balanced_dims(n_routers: int) -> tuple[int, int, int]:
@@ -190,10 +190,7 @@ def from_spec(spec: str, n_endpoints: int | None = None, *, max_nodes: int = MAX
             if key in accepted or key == "bandwidth_Bps":
                 params[key] = _parse_value(kind, key, value)
         n_spec = None
-        for item in filter(None, (p.strip() for p in param_text.split(","))):
-            key, eq, value = (s.strip() for s in item.partition("="))
-            if not eq or not key or not value:
-                raise UserError(f"topology {text!r}: expected key=value, got {item!r}")
+        for key, value in parse_options(param_text, f"topology {text!r}").items():
             if key == "n" and kind not in ("star", "ring"):
                 n_spec = _count(_parse_value(kind, "n", value), f"{kind}: n")
                 continue
