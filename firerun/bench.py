@@ -24,13 +24,10 @@ import numpy as np
 import torch
 
 from firerun.execute import Executor, dtype_name
+from firerun.names import BUILTIN
 from firesim.analytic import allreduce_bandwidths_GBps
-from firesim.clikit import Column
 from firesim.errors import UserError
 from firesim.plans import Plan, resolve, verify
-from firesim.units import format_bytes
-
-BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)
@@ -159,17 +156,6 @@ def run_bench(ex: Executor, algos: list[str], sizes: list[int], *, dtype: torch.
             if on_record is not None:
                 on_record(record)
     return records
-
-
-# nccl-tests' columns, one row per (size, algorithm); time in one unit (us) down the column as nccl-tests does.
-BENCH_COLUMNS = [
-    Column("size_bytes", "size", format_bytes), Column("count", "count", optional=2),
-    Column("dtype", "type", text=True, optional=1), Column("algo", "algo", text=True),
-    Column("time_us", "time_us", lambda x: f"{x:.1f}"), Column("algbw_GBps", "algbw GB/s", lambda x: f"{x:.3f}"),
-    Column("busbw_GBps", "busbw GB/s", lambda x: f"{x:.3f}"),
-    Column("vs_builtin", "vs builtin", lambda x: "" if x is None else f"{x:.2f}"),
-    Column("wrong", "#wrong", lambda x: "N/A" if x < 0 else str(x)),
-]
 
 
 @dataclass(frozen=True)

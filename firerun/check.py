@@ -16,7 +16,6 @@ import torch
 
 from firerun.bench import BUILTIN, check_data, count_wrong, plan_for
 from firerun.execute import DTYPES, Executor, dtype_name
-from firesim.clikit import Column
 from firesim.errors import UserError
 from firesim.plans import algorithms, resolve, verify
 
@@ -100,11 +99,3 @@ def run_check(ex: Executor, algos: list[str], numels: list[int], dtypes: list[st
                 if on_record is not None:
                     on_record(record)
     return records
-
-
-CHECK_COLUMNS = [
-    Column("algo", "algo", text=True), Column("dtype", "dtype", text=True), Column("numel", "numel"),
-    Column("ops", "ops"), Column("wrong", "#wrong"),
-    Column("wrong_by_rank", "wrong ranks", lambda w: ",".join(str(q) for q, n in enumerate(w) if n), text=True),
-    Column("trace_ok", "trace", lambda ok: "" if ok is None else ("ok" if ok else "BAD"), text=True),
-]

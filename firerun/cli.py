@@ -19,11 +19,12 @@ from rich.console import Console
 from firerun import emulate, validate
 from firerun.env import dist_env
 from firerun.errors import ExecError
-from firesim.clikit import handle_error, output_file, print_table, safe_name
+from firerun.names import BUILTIN, dtype_name
+from firesim.clikit import Column, command, handle_error, output_file, print_table, safe_name
 from firesim.errors import UserError
 from firesim.io import write_json_atomic, write_text_atomic
 from firesim.plans import Plan, resolve, split_specs
-from firesim.units import MAX_COUNT, parse_bytes, parse_int_list, parse_size_list, split_list
+from firesim.units import MAX_COUNT, format_bytes, parse_bytes, parse_int_list, parse_size_list, split_list
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
@@ -79,10 +80,28 @@ def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> 
         raise typer.Exit(code)
 
 
-def parse_dtype(name: str):
-    from firerun.execute import parse_dtype as parse
+def _torch_dtype(name: str):
+    """The torch dtype of a checked name (called inside a job, where torch is imported anyway)."""
+    import torch
 
-    return parse(name)
+    return getattr(torch, name)
+
+
+# nccl-tests' columns, one row per (size, algorithm); time in one unit (us) down the column, as nccl-tests.
+BENCH_COLUMNS = [
+    Column("size_bytes", "size", format_bytes), Column("count", "count", optional=2),
+    Column("dtype", "type", text=True, optional=1), Column("algo", "algo", text=True),
+    Column("time_us", "time_us", lambda x: f"{x:.1f}"), Column("algbw_GBps", "algbw GB/s", lambda x: f"{x:.3f}"),
+    Column("busbw_GBps", "busbw GB/s", lambda x: f"{x:.3f}"),
+    Column("vs_builtin", "vs builtin", lambda x: "" if x is None else f"{x:.2f}"),
+    Column("wrong", "#wrong", lambda x: "N/A" if x < 0 else str(x)),
+]
+CHECK_COLUMNS = [
+    Column("algo", "algo", text=True), Column("dtype", "dtype", text=True), Column("numel", "numel"),
+    Column("ops", "ops"), Column("wrong", "#wrong"),
+    Column("wrong_by_rank", "wrong ranks", lambda w: ",".join(str(q) for q, n in enumerate(w) if n), text=True),
+    Column("trace_ok", "trace", lambda ok: "" if ok is None else ("ok" if ok else "BAD"), text=True),
+]
 
 
 def _algos(text: str, also: tuple[str, ...] = ()) -> list[str]:
@@ -104,7 +123,7 @@ def check_command(args: list[str], who: str) -> None:
         raise UserError(f"{who}: `firerun {name}` does not run as ranks of a job")
     token = _checking.set(True)
     try:
-        app(args=list(args), standalone_mode=False, prog_name="firerun")
+        command(app)(args=list(args), standalone_mode=False, prog_name="firerun")
     except _Checked:
         return
     finally:
@@ -131,14 +150,14 @@ def bench(
     json_path: JsonOut = None,
 ) -> None:
     """nccl-tests-style table: time, algbw, busbw, speed vs the built-in all_reduce, #wrong."""
-    from firerun.bench import BENCH_COLUMNS, BUILTIN, run_bench
-
     size_list = parse_size_list(sizes, factor)
     algos = _algos(algo, also=(BUILTIN,))
-    torch_dtype = parse_dtype(dtype)
+    dtype = dtype_name(dtype)
 
     def body(ex, console: Console) -> int:
-        records = run_bench(ex, algos, size_list, dtype=torch_dtype, iters=iters, warmup=warmup, reps=reps,
+        from firerun.bench import run_bench
+
+        records = run_bench(ex, algos, size_list, dtype=_torch_dtype(dtype), iters=iters, warmup=warmup, reps=reps,
                             check=check)
         title = (f"all-reduce, {ex.size} ranks, {ex.transport.name}, {iters} iters x {reps} rounds "
                  f"(time: mean per run on the slowest rank, median of rounds)")
@@ -164,13 +183,13 @@ def check(
     json_path: JsonOut = None,
 ) -> None:
     """Run every algorithm on awkward sizes and check each result against the exact sum on every rank."""
-    from firerun.check import CHECK_COLUMNS, run_check, standard_algos, standard_numels
-
-    dtypes = [str(parse_dtype(d)).removeprefix("torch.") for d in split_list(dtype, "dtype")]
+    dtypes = [dtype_name(d) for d in split_list(dtype, "dtype")]
     numels = None if numel is None else parse_int_list(numel, "numel", minimum=0, maximum=MAX_NUMEL)
     algos = None if algo.strip() == "all" else _algos(algo)
 
     def body(ex, console: Console) -> int:
+        from firerun.check import run_check, standard_algos, standard_numels
+
         algos_here = standard_algos(ex.size) if algos is None else algos
         records = run_check(ex, algos_here, numels or standard_numels(ex.size), dtypes, traced=trace)
         print_table(console, f"firerun check: {ex.size} ranks, {ex.transport.name}", [r.to_dict() for r in records],
@@ -203,11 +222,9 @@ def exec_(
     timeout_s: Timeout = 60.0,
 ) -> None:
     """Execute one plan and save its measured Trace (to compare with `firesim`'s prediction)."""
-    from firerun.bench import check_data, count_wrong, plan_for
-
     if (plan_path is None) == (algo is None):
         raise UserError("exec: give exactly one of --plan FILE or --algo NAME")
-    torch_dtype = parse_dtype(dtype)
+    dtype = dtype_name(dtype)
     nbytes = None if size is None else parse_bytes(size, "size")
     loaded = None if plan_path is None else Plan.load(plan_path)
     if algo is not None:
@@ -216,6 +233,9 @@ def exec_(
     def body(ex, console: Console) -> int:
         import torch
 
+        from firerun.bench import check_data, count_wrong, plan_for
+
+        torch_dtype = _torch_dtype(dtype)
         itemsize = torch.empty(0, dtype=torch_dtype).element_size()
         if loaded is not None:
             plan = loaded if nbytes is None else loaded.with_nbytes(nbytes)
@@ -257,11 +277,11 @@ def overhead(
     """The interpreter's cost per op: a ping-pong as raw backend calls vs as a plan (ranks 0 and 1)."""
     from dataclasses import asdict
 
-    from firerun.bench import measure_overhead
-
     nbytes = max(4, parse_bytes(size, "size") // 4 * 4)
 
     def body(ex, console: Console) -> int:
+        from firerun.bench import measure_overhead
+
         o = measure_overhead(ex, nbytes, round_trips, reps)
         console.print(f"{o.backend}, {o.ranks} ranks, {o.nbytes} B ping-pong 0<->1: raw {o.raw_one_way_us:.1f} us, "
                       f"plan {o.plan_one_way_us:.1f} us one-way; interpreter overhead {o.per_op_us:.1f} us per op")
@@ -282,8 +302,8 @@ def calibrate(
     dtype: Annotated[str, typer.Option(help="Element type of the reduce and matmul probes.")] = "float32",
     round_trips: Annotated[int, typer.Option(min=1, max=10**6, help="Round trips per ping-pong plan.")] = 30,
     name: Annotated[str, typer.Option(help="Profile name (letters, digits, ._+-).")] = "calibrated",
-    output: Annotated[Path, typer.Option(parser=output_file(".yaml", ".yml"), help="Hardware profile YAML for "
-                                         "`firesim --hardware`.")] = Path("profile.yaml"),
+    output: Annotated[Path, typer.Option(parser=output_file(".yaml", ".yml"), help="Hardware profile YAML (for "
+                                         "firesim's --hardware).")] = Path("profile.yaml"),
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
@@ -294,15 +314,15 @@ def calibrate(
 
     from rich.table import Table
 
-    from firerun.calibrate import calibrate as run_calibration
-    from firerun.calibrate import to_profile
-
     safe_name(name, "name")
     size_list = parse_size_list(sizes, factor)
-    torch_dtype = parse_dtype(dtype)
+    dtype = dtype_name(dtype)
 
     def body(ex, console: Console) -> int:
-        cal = run_calibration(ex, size_list, dtype=torch_dtype, ranks_per_node=ranks_per_node,
+        from firerun.calibrate import calibrate as run_calibration
+        from firerun.calibrate import to_profile
+
+        cal = run_calibration(ex, size_list, dtype=_torch_dtype(dtype), ranks_per_node=ranks_per_node,
                               round_trips=round_trips)
         for fit in cal.links:
             table = Table(title=f"ping-pong {fit.pair[0]}<->{fit.pair[1]} ({fit.level}): alpha "
@@ -440,7 +460,7 @@ def env_() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line and exit 2 for bad input, exit 3 with the failing op for a lost or hung peer."""
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="firerun")
+        code = command(app)(args=argv, standalone_mode=False, prog_name="firerun")
     except ExecError as err:
         sys.stdout.flush()
         sys.stderr.write(f"firerun: {err}\n")  # one write: lines of several ranks never interleave

@@ -595,7 +595,17 @@ class EmulatedCluster:
 # CLI: firerun emulate up | down | status
 
 emulate_app = typer.Typer(no_args_is_help=True, help="Emulated clusters: network namespaces shaped with tc.")
-StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="Where clusters record what they created.")]
+def _state_dir(value) -> Path:
+    """The state directory to read: the default may not exist yet (no cluster was ever built); one that is
+    given must be a directory."""
+    path = Path(value)
+    if path != STATE_DIR and not path.is_dir():
+        raise typer.BadParameter(f"{str(path)!r} is not a directory")
+    return path
+
+
+StateDirOpt = Annotated[Path, typer.Option("--state-dir", parser=_state_dir,
+                                           help="Where clusters record what they created.")]
 
 
 def _targets(target: str, state_dir: Path) -> list[dict]:
@@ -643,7 +653,9 @@ def status_cmd(target: Annotated[str | None, typer.Argument(help="Cluster id, st
                state_dir: StateDirOpt = STATE_DIR,
                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Clusters recorded on this machine: alive namespaces and wire bytes per directed link."""
-    clusters = _targets(target, state_dir) if target else list_clusters(state_dir)
+    clusters = _targets(target, state_dir) if target is not None else list_clusters(state_dir)
+    if target is not None and not clusters:
+        raise UserError(f"emulate status: no cluster {target!r} under {str(state_dir)!r}")
     existing = _existing_namespaces()
     records = []
     for c in clusters:

@@ -1,0 +1,140 @@
+"""Every example in the README and in every `--help` text runs as printed.
+
+Examples are found, not listed: README code-block lines that start with `firesim`, `firerun`, `$ firesim`,
+`$ firerun` or `sudo .venv/bin/firerun` (with `\\` continuations), the backticked commands in the first
+column of README tables, and backticked `firesim ...` / `firerun ...` commands in the help of every command
+and option of both CLIs. `firesim` examples run in full. `firerun` examples that start ranks run through
+every check `firerun run` makes before it starts a rank (the command parsed and validated as printed, the
+rank count against the machine), and one short example runs for real; the few that need root or minutes
+are named in SLOW with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+
+import firerun.cli
+import firesim.cli
+
+ROOT = Path(__file__).resolve().parents[1]
+_COMMAND = r"(?:\$ |sudo \.venv/bin/)?(firesim|firerun)(?: |$)"
+
+# Examples that start ranks for minutes or need root: checked (parsed and validated in full, as `firerun run`
+# does before starting anything) but not run here. The reason is part of the record.
+SLOW = {
+    "firerun run --nproc 4 bench --sizes 1KiB:64MiB --algo ring,tree,ps,builtin": "4 ranks x 17 sizes: minutes",
+    "firerun run --nproc 4 --launcher mpiexec bench --backend mpi --sizes 16MiB,64MiB": "4 MPI ranks: ~1 min",
+    "firerun run --nproc 5 check": "5 ranks x every algorithm x 3 dtypes: ~1 min",
+    "firerun run --nproc 4 calibrate --output profile.yaml": "ping-pong sweep: ~1 min",
+    "firerun run --nproc 4 train --model small_cnn --algo ring --steps 20": "20 SGD steps on 4 ranks: ~1 min",
+    "firerun run --nproc 4 bench --sizes 16MiB": "4 ranks, 3 algorithms x 60 runs of 16 MiB",
+    "firerun validate --topology examples/topologies/star4-slow.yaml --algo ring,tree,ps --size 1MiB,4MiB,16MiB "
+    "--repeat 5 --plot slow.png": "needs root (network namespaces) and ~5 min; tests/test_emulate.py runs it",
+}
+RUN_FOR_REAL = "firerun run --nproc 4 exec --algo tree --size 16MiB --trace t.json --chrome c.json"
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    found, in_code, pending = [], False, ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            line = pending + line.strip()
+            if line.endswith("\\"):
+                pending = line[:-1] + " "
+                continue
+            pending = ""
+            if re.match(_COMMAND, line):
+                found.append(line.split("  #")[0].strip())
+        elif line.startswith("| `fire"):
+            first_cell = line.split("|")[1]
+            found += re.findall(r"`((?:firesim|firerun)(?: [^`]*)?)`", first_cell)
+    return [" ".join(re.sub(r"^(\$ |sudo \.venv/bin/)", "", e).split()) for e in found]
+
+
+def help_examples() -> list[str]:
+    found = []
+    for app in (firesim.cli.app, firerun.cli.app):
+        stack = [typer.main.get_command(app)]
+        while stack:
+            cmd = stack.pop()
+            stack += list(getattr(cmd, "commands", {}).values())
+            texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+            found += [m for t in texts for m in re.findall(r"`((?:firesim|firerun) [^`]*)`", " ".join(t.split()))]
+    return sorted(set(found))
+
+
+def test_examples_are_found():
+    readme = readme_examples()
+    assert len(readme) >= 15 and any(e.startswith("firerun slurm") for e in readme)
+    assert "firesim hardware list" in readme and "firesim models list" in readme
+    assert any(e.startswith("firerun run") for e in help_examples())
+
+
+def _main(module, args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main(args)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+EXAMPLES = sorted(set(readme_examples() + help_examples()))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e[:60] for e in EXAMPLES])
+def test_example_runs_as_printed(example, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "100")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    args = shlex.split(example)
+    if args[0] == "firesim":
+        code, out, err = _main(firesim.cli, args[1:])
+        assert code == 0, err
+        return
+    if example == RUN_FOR_REAL:
+        proc = subprocess.run([sys.executable, "-m", "firerun", *args[1:]], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "t.json").exists() and (tmp_path / "c.json").exists()
+        return
+    started: list = []
+    monkeypatch.setattr("firerun.launch.launch", lambda nproc, cmd, **kw: started.append((nproc, cmd)) or 0)
+    if args[1] == "validate":  # the checks up to building the emulated cluster (which needs root)
+        assert example in SLOW
+        monkeypatch.setattr("firerun.validate.validate", lambda *a, **kw: started.append(a) or _stop())
+    elif args[1] == "run" and example not in SLOW and example != RUN_FOR_REAL:
+        pytest.fail(f"{example!r} starts ranks: run it for real or list it in SLOW with the reason")
+    try:
+        code, out, err = _main(firerun.cli, args[1:])
+    except _Stopped:
+        code, err = 0, ""
+    assert code == 0, err
+    if args[1] == "slurm":
+        output = args[args.index("-o") + 1] if "-o" in args else None
+        assert output is None or (tmp_path / output).read_text().startswith("#!/bin/bash")
+    elif args[1] in ("run", "validate"):
+        assert started, f"{example!r} did not get as far as starting its ranks"
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop():
+    raise _Stopped
