@@ -137,8 +137,8 @@ def bench(
     sizes: Annotated[str, typer.Option(help="Sizes: '1KiB:64MiB' doubles from -b to -e like nccl-tests; "
                                             "or a list '16MiB,64MiB'.")] = "1KiB:64MiB",
     factor: Factor = 2.0,
-    algo: Annotated[str, typer.Option(help="Algorithms beside the built-in all_reduce, e.g. "
-                                           "'ring,tree,ps:servers=2,hd'.")] = "ring,tree,ps",
+    algo: Annotated[str, typer.Option(help="Algorithms beside the built-in all_reduce, "
+                                           "comma-separated, e.g. ring,tree,hd or ps:servers=2.")] = "ring,tree,ps",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16.")] = "float32",
     iters: Iters = 20,
     warmup: Annotated[int, typer.Option(min=0, max=10**6, help="Untimed runs first.")] = 5,

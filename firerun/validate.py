@@ -549,8 +549,8 @@ def validate_cmd(
     algo: Annotated[str, typer.Option(help="Algorithms, comma-separated.")] = "ring,tree,ps",
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "4MiB,16MiB",
     repeat: Annotated[int, typer.Option(min=1, max=1000, help="Measured runs per case (after one warm-up).")] = 5,
-    out: Annotated[Path | None, typer.Option(parser=output_dir, help="Directory for traces and logs [default: "
-                                             "$TMPDIR/firerun-validate-NAME].")] = None,
+    out: Annotated[Path | None, typer.Option(parser=output_dir, help="Directory for traces and logs (default: "
+                                             "firerun-validate-NAME in $TMPDIR).")] = None,
     plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="Save measured-vs-predicted "
                                               "timelines (PNG).")] = None,
     eager: Annotated[Literal["off", "on", "auto"], typer.Option(help="Sends in the model: off (rendezvous), on "

@@ -74,7 +74,7 @@ def predict(
     model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile JSON file.")] = "googlenet",
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
-    algo: Annotated[str, typer.Option(help="Algorithms: tree,ps,ring,halving_doubling,double_binary_tree,hierarchical.")] = "tree,ps,ring",
+    algo: Annotated[str, typer.Option(help="Algorithms, comma-separated (see `firesim plans list`).")] = "tree,ps,ring",
     batch: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Global batch (split over the GPUs).")] = None,
     batch_per_gpu: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Batch per GPU (global batch grows with GPUs).")] = None,
     epochs: Annotated[float, typer.Option(min=1e-6, max=1e6, help="Epochs to train.")] = 90.0,

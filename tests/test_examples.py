@@ -138,3 +138,26 @@ class _Stopped(Exception):
 
 def _stop():
     raise _Stopped
+
+
+HELP_PAGES = sorted({(prog, " ".join(path)) for prog, app in (("firesim", firesim.cli.app), ("firerun", firerun.cli.app))
+                     for path in [()] + [(name,) for name in typer.main.get_command(app).commands]
+                     + [(name, sub) for name, cmd in typer.main.get_command(app).commands.items()
+                        for sub in getattr(cmd, "commands", {})]})
+
+
+@pytest.mark.parametrize("prog, command", HELP_PAGES, ids=[f"{p} {c}" for p, c in HELP_PAGES])
+def test_every_help_page_shows_its_text_whole(prog, command, monkeypatch):
+    """Help text is printed as written at 80 columns: nothing in brackets eaten as markup, nothing cut."""
+    monkeypatch.setenv("COLUMNS", "80")
+    module = firesim.cli if prog == "firesim" else firerun.cli
+    code, out, err = _main(module, [*command.split(), "--help"])
+    assert code == 0, err
+    cmd = typer.main.get_command(module.app)
+    for name in command.split():
+        cmd = cmd.commands[name]
+    flat = re.sub(r"[\s│╭╮╰╯─]", "", out)  # a long word may wrap inside its column
+    for text in [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]:
+        words = [w for w in re.findall(r"[A-Za-z$][\w$/.-]*", text.split("\n\n")[0])]
+        missing = [w for w in words if w not in flat]
+        assert not missing, f"{prog} {command} --help lost {missing} of {text!r}"
