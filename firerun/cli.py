@@ -46,8 +46,9 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_
 MAX_NUMEL = 2**28
 # Commands that do not join a job, so `firerun run` / `firerun slurm` cannot start them as ranks.
 NOT_JOBS = ("run", "slurm", "emulate", "validate")
-# Set while `firerun run` / `slurm` check the command they are given: _run_worker then stops before joining.
-_checking: ContextVar[bool] = ContextVar("firerun_checking", default=False)
+# Set while `firerun run` / `slurm` check the command they are given (to who checks and how the ranks will
+# start): _run_worker then stops before joining.
+_checking: ContextVar[dict | None] = ContextVar("firerun_checking", default=None)
 
 
 class _Checked(Exception):
@@ -66,7 +67,12 @@ def _run_worker(backend: str, device: str, timeout_s: float, body: Callable) -> 
 
     Every command parses and checks all of its input before calling this, so bad input is refused before a
     job is joined, and `firerun run` can refuse it before starting any rank (``check_command``)."""
-    if _checking.get():
+    checking = _checking.get()
+    if checking is not None:
+        if checking.get("launcher") == "local" and checking.get("nproc", 1) > 1 and backend == "mpi":
+            raise UserError("backend mpi: MPI ranks need MPI's launcher: firerun run --launcher mpiexec ...")
+        if checking.get("launcher") and device == "cuda" and not os.path.exists("/dev/nvidiactl"):
+            raise UserError("device cuda: this machine has no NVIDIA GPU (no /dev/nvidiactl)")
         raise _Checked
     from firerun.worker import session
 
@@ -114,14 +120,15 @@ def _algos(text: str, also: tuple[str, ...] = ()) -> list[str]:
     return specs
 
 
-def check_command(args: list[str], who: str) -> None:
+def check_command(args: list[str], who: str, **start) -> None:
     """Parse and check ``firerun <args>`` here, without joining a job: bad input, an unwritable output or a
     command that is not a job is refused before `firerun run` starts a rank or `firerun slurm` writes a
-    script."""
+    script. ``start`` says how the ranks will start (``launcher``, ``nproc``: local ones are checked against
+    this machine)."""
     name = next((a for a in args if not a.startswith("-")), None)
     if name in NOT_JOBS:
         raise UserError(f"{who}: `firerun {name}` does not run as ranks of a job")
-    token = _checking.set(True)
+    token = _checking.set({"who": who, **start})
     try:
         command(app)(args=list(args), standalone_mode=False, prog_name="firerun")
     except _Checked:
@@ -406,9 +413,7 @@ def run(
     if not ctx.args:
         raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
     check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
-    check_command(list(ctx.args), "run")
-    if _checking.get():  # `run` inside a checked command never starts anything
-        raise _Checked
+    check_command(list(ctx.args), "run", launcher=launcher, nproc=nproc)
     code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s, timeout_s=job_timeout_s)
     raise typer.Exit(code)
 
@@ -437,8 +442,6 @@ def slurm(
     script = sbatch_script(list(ctx.args), nodes=nodes, tasks_per_node=tasks_per_node, mode=mode,
                            time_limit=time_limit, partition=partition, account=account, gpus_per_node=gpus_per_node)
     check_command(list(ctx.args), "slurm")
-    if _checking.get():
-        raise _Checked
     if output is None:
         sys.stdout.write(script)
         return
@@ -450,7 +453,7 @@ def slurm(
 @app.command("env")
 def env_() -> None:
     """Show the rank, world size and launcher this process would use (debugging a job script)."""
-    if _checking.get():
+    if _checking.get() is not None:
         raise _Checked
     e = dist_env()
     print(f"rank {e.rank} of {e.world_size} (local {e.local_rank} of {e.local_world_size}) from {e.source}; "

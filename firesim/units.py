@@ -113,32 +113,28 @@ def format_bytes(nbytes: float) -> str:
     return f"{int(nbytes)}B"
 
 
-# Durations in tables: the largest unit whose mantissa is >= 1, 3 significant digits, never an exponent;
-# hours up to 4 days (``26.1h`` reads better than ``1.09d``).
-_DURATION_UNITS = (("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0),
-                   ("d", 4 * 86400.0))
+# Durations in tables: (unit, seconds, used from); hours up to 4 days (``26.1h`` reads better than ``1.09d``).
+_DURATION_UNITS = (("ns", 1e-9, 0.0), ("us", 1e-6, 1e-6), ("ms", 1e-3, 1e-3), ("s", 1.0, 1.0), ("min", 60.0, 60.0),
+                   ("h", 3600.0, 3600.0), ("d", 86400.0, 4 * 86400.0))
 
 
 def format_duration(seconds: float) -> str:
     """The one display format of a duration (every table of both CLIs): 775ms, 8.78s, 24.2min, 26.1h, 17.5d.
 
-    Three significant digits in the largest unit that keeps the number >= 1, so a column never mixes
-    ``1.6h`` with ``1.45e+03s``; zero is ``0``, what is not finite ``-``.
+    Three significant digits in the largest unit that keeps the number >= 1, never an exponent, so a column
+    never mixes ``1.6h`` with ``1.45e+03s``; zero is ``0``, what is not finite ``-``.
     """
     if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds == 0:
         return "0"
     sign, x = ("-" if seconds < 0 else ""), abs(float(seconds))
-    index = max([0] + [i for i, (_, threshold) in enumerate(_DURATION_UNITS) if x >= threshold])
-    for unit, _ in _DURATION_UNITS[index:]:
-        scale = 86400.0 if unit == "d" else dict(_DURATION_UNITS)[unit]
+    first = max(i for i, (_, _, start) in enumerate(_DURATION_UNITS) if x >= start)
+    for unit, scale, _ in _DURATION_UNITS[first:]:
         text = f"{x / scale:.3g}"
-        if "e" not in text or unit == "d":  # 999.7ms rounds to 1e+03: say 1s instead
-            break
-    if "e" in text:  # thousands of days
-        text = f"{x / 86400.0:,.0f}"
-    return f"{sign}{text}{unit}"
+        if "e" not in text:  # 999.7ms rounds to 1e+03: the next unit says 1s
+            return f"{sign}{text}{unit}"
+    return f"{sign}{x / 86400.0:,.0f}d"  # thousands of days
 
 
 def format_count(n: float) -> str:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from firesim.io import write_text_atomic
 from firesim.workload import ModelProfile
 from models import zoo
 
@@ -152,7 +153,7 @@ def write_profiles(directory: Path = PROFILES_DIR) -> list[Path]:
     paths = []
     for name in zoo.list_models():
         path = directory / f"{name}.json"
-        path.write_text(profile_json(name))
+        write_text_atomic(path, profile_json(name))
         paths.append(path)
     return paths
 

@@ -352,6 +352,8 @@ def test_plan_files_with_bad_fields_are_refused(tmp_path):
     ["firerun", "bench", "--json", "/proc/x.json"],                 # was refused only after the whole run
     ["firerun", "run", "--nproc", "1000", "bench"],                 # forked hundreds of ranks
     ["firerun", "run", "--nproc", "2", "bench", "--sizes", "garbage"],
+    ["firerun", "run", "--nproc", "2", "exec", "--algo", "ring", "--backend", "mpi"],  # MPI ranks need mpiexec
+    ["firerun", "run", "--nproc", "2", "run", "--nproc", "2", "env"],                # not a job
     ["firerun", "slurm", "--partition", "a;rm -rf /", "bench"],     # was written into the script
     ["firerun", "slurm", "--time", "garbage", "bench"],
     ["firerun", "slurm", "--account", "$(id)", "bench"],

@@ -144,3 +144,25 @@ def test_firerun_slurm_writes_its_documented_example(tmp_path, monkeypatch, caps
     script = (tmp_path / "job.sh").read_text()
     assert "--nnodes=4" in script and script.rstrip().endswith("-m firerun bench --sizes 16MiB")
     assert "-o" not in script.rstrip().splitlines()[-1].split("firerun", 1)[1]
+
+
+@pytest.mark.parametrize("spec", sorted(set(_specs())))
+def test_the_largest_job_is_checked_and_costed_without_listing_its_ranks(spec):
+    """2**31 - 1 workers (the most any option accepts): checking the options, counting the ops and the closed
+    form take no time and no memory proportional to p (hierarchical once built a list of every rank)."""
+    from firesim.analytic import CommParams, Levels
+
+    try:
+        choice = resolve(spec, ranks_per_node=8)
+    except UserError:
+        choice = resolve(spec)
+    p = 2**31 - 1
+    start = time.perf_counter()
+    try:
+        choice.check(p)
+    except UserError:
+        return  # an option that does not fit p (root, servers): refused, which is fine
+    assert choice.ops(p) > MAX_OPS
+    if choice.has_closed_form:
+        assert choice.time(p, 2**30, Levels(CommParams(1e-6, 1e-10, 1e-11), CommParams(1e-6, 1e-11, 1e-11), 8)) > 0
+    assert time.perf_counter() - start < 5.0

@@ -83,6 +83,13 @@ def decode_array(value, dtype, what: str = "column") -> np.ndarray:
         raise UserError(f"{what}: {one_line(err)}") from None
 
 
+def _rows(column) -> int:
+    """Rows of an int8 column before decoding it: a list's length, or the bytes its base64 text holds."""
+    if isinstance(column, list):
+        return len(column)
+    return len(str(column.get("b64", ""))) * 3 // 4 if isinstance(column, dict) else 0
+
+
 def json_int(data: dict, key: str, lo: int, hi: int, what: str) -> int:
     """``data[key]`` as an integer in lo..hi (JSON files: 3.0 is 3; 3.5, "3", true, 2**70 are errors)."""
     value = data[key]
@@ -213,9 +220,7 @@ class Plan:
         missing = [k for k in ("name", "ranks", "workers", "nbytes", "chunks", *_COLUMNS) if k not in data]
         if missing:
             raise UserError(f"plan: missing field {missing[0]!r}")
-        op = data["op"]
-        n_ops = len(op) if isinstance(op, list) else len(str(op.get("b64", ""))) * 3 // 4 if isinstance(op, dict) else 0
-        check_ops(n_ops, f"plan {str(data['name'])[:80]!r}", max_ops)
+        check_ops(_rows(data["op"]), f"plan {str(data['name'])[:80]!r}", max_ops)
         params = data.get("params", {})
         if not isinstance(params, dict):
             raise UserError(f"plan: params must be an object, got {type(params).__name__}")

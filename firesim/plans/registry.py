@@ -431,14 +431,18 @@ class HierarchicalOptions(Options):
             return [list(g) for g in self.groups]
         return builders.node_groups(workers, self.ranks_per_node)
 
+    def nodes(self, workers: int) -> int:
+        """How many groups (nodes) ``workers`` workers form, without listing them (p may be 2**31)."""
+        return len(self.groups) if self.groups is not None else -(-workers // self.ranks_per_node)
+
     def check(self, workers: int) -> None:
-        groups = self.groups_for(workers)
-        if sorted(r for g in groups for r in g) != list(range(workers)):
+        if self.groups is not None and sorted(r for g in self.groups for r in g) != list(range(workers)):
             raise ValueError(f"groups: must partition ranks 0..{workers - 1}")
+        nodes = self.nodes(workers)
         inter = self.inter_choice()
-        if inter.ranks(len(groups)) != len(groups):
+        if inter.ranks(nodes) != nodes:
             raise ValueError(f"inter: {inter.spec} needs dedicated servers, which cannot sit between nodes")
-        inter.check(len(groups))
+        inter.check(nodes)
 
 
 def _hierarchical_time(workers, nbytes, levels: Levels, o: HierarchicalOptions):
@@ -456,7 +460,7 @@ register(Algorithm(
     build=lambda p, n, o: builders.hierarchical(o.groups_for(p), n, lambda leaders: o.inter_choice().build(leaders, n),
                                                 intra=o.intra),
     time=_hierarchical_time,
-    ops=lambda p, o: 4 * (p - len(o.groups_for(p))) + o.inter_choice().ops(len(o.groups_for(p))),
+    ops=lambda p, o: 4 * (p - o.nodes(p)) + o.inter_choice().ops(o.nodes(p)),
     cost="intra-node tree + inter-node algorithm on the leaders + intra-node broadcast",
     aliases=("hier",),
     examples=("hierarchical:ranks_per_node=2", "hierarchical:ranks_per_node=3,inter=halving_doubling")))
