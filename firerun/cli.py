@@ -414,7 +414,8 @@ def run(
         raise UserError("run: give the command to run, e.g. `firerun run --nproc 4 bench --sizes 16MiB`")
     check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
     check_command(list(ctx.args), "run", launcher=launcher, nproc=nproc)
-    code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s, timeout_s=job_timeout_s)
+    code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s, timeout_s=job_timeout_s,
+                  allow_oversubscribe=allow_oversubscribe)
     raise typer.Exit(code)
 
 

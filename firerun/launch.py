@@ -86,13 +86,14 @@ def _say(message: str) -> None:
 
 
 def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"] = "local",
-           grace_s: float = 3.0, timeout_s: float | None = None, env: dict | None = None) -> int:
+           grace_s: float = 3.0, timeout_s: float | None = None, env: dict | None = None,
+           allow_oversubscribe: bool = False) -> int:
     """Run ``firerun <args>`` as ``nproc`` ranks on this machine; return the job's exit code.
 
     The exit code is the first failing rank's (0 when all succeed). ``timeout_s`` bounds the whole job.
+    More ranks than the machine runs are refused first (``check_local_ranks``).
     """
-    if nproc < 1:
-        raise UserError(f"nproc: must be >= 1, got {nproc}")
+    check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
     if grace_s < 0:
         raise UserError(f"grace_s: must be >= 0, got {grace_s}")
     base = dict(os.environ if env is None else env)
