@@ -202,11 +202,14 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
     G = load_topology(topology)
     check_emulable(G)
     name = str(G.graph.get("name", Path(topology).stem))
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"firerun-validate-{name}"
-    out.mkdir(parents=True, exist_ok=True)
     p = len(G.graph["endpoints"])
     if p < 2:
         raise UserError(f"validate {name}: needs at least 2 hosts")
+    for a in algos:  # each fits the cluster's ranks (dedicated servers among them)
+        choice = resolve(a)
+        choice.check(choice.workers(p))
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"firerun-validate-{name}"
+    out.mkdir(parents=True, exist_ok=True)  # every check passed: from here on, files are written
     say = log or (lambda msg: None)
 
     background = _busy_fraction()
@@ -565,7 +568,6 @@ def validate_cmd(
 
     log = None if as_json else (lambda msg: typer.echo(msg, err=True))
     algos, sizes = split_specs(algo), parse_size_list(size, what="size")
-    check_emulable(load_topology(topology))  # before any namespace or file is made
     try:
         report = validate(topology, algos, sizes, repeat=repeat, out_dir=out, eager=eager, shaper=shaper,
                           backend=backend, log=log)
