@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from firerun.execute import Executor, dtype_name
+from firerun.executor import Executor, dtype_name
 from firerun.names import BUILTIN
 from firesim.analytic import allreduce_bandwidths_GBps
 from firesim.errors import UserError

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from firerun.bench import BUILTIN, check_data, count_wrong, plan_for
-from firerun.execute import DTYPES, Executor, dtype_name
+from firerun.executor import DTYPES, Executor, dtype_name
 from firesim.errors import UserError
 from firesim.plans import algorithms, resolve, verify
 

@@ -311,26 +311,47 @@ def calibrate(
     name: Annotated[str, typer.Option(help="Profile name (letters, digits, ._+-).")] = "calibrated",
     output: Annotated[Path, typer.Option(parser=output_file(".yaml", ".yml"), help="Hardware profile YAML (for "
                                          "firesim's --hardware).")] = Path("profile.yaml"),
+    compute: Annotated[bool, typer.Option(help="Also measure the compute roofline: matmul, memory bandwidth, "
+                                               "kernel overhead, zoo models' step times (alone on one rank).")] = False,
+    models: Annotated[str | None, typer.Option(help="Zoo models whose steps --compute times (default: "
+                                                    "small_cnn,resnet18_cifar_w16 on cpu; resnet50,bert_base on cuda).")] = None,
+    compute_batch: Annotated[int | None, typer.Option(min=1, max=4096, help="Batch of the timed steps (default 8 "
+                                                      "on cpu, 64 on cuda).")] = None,
     backend: Backend = "torch",
     device: Device = "cpu",
     timeout_s: Timeout = 60.0,
     json_path: JsonOut = None,
 ) -> None:
-    """Fit alpha/beta (ping-pong plans), gamma (reduce) and FLOP/s (matmul); write a hardware profile."""
+    """Fit alpha/beta (ping-pong plans), gamma (reduce) and FLOP/s (matmul); with --compute the per-layer
+    roofline rates from measured training steps; write a hardware profile."""
     from dataclasses import asdict
 
     from rich.table import Table
 
+    from firesim.workload import list_workloads
+
     safe_name(name, "name")
     size_list = parse_size_list(sizes, factor)
     dtype = dtype_name(dtype)
+    compute_models: list[str] = []
+    if compute:
+        gpu = device == "cuda"
+        compute_models = split_list(models or ("resnet50,bert_base" if gpu else "small_cnn,resnet18_cifar_w16"),
+                                    "models")
+        unknown = [m for m in compute_models if m not in list_workloads()]
+        if unknown:
+            raise UserError(f"models: no saved profile for {', '.join(unknown)} (firesim models list)")
+        compute_batch = compute_batch or (64 if gpu else 8)
+    elif models is not None or compute_batch is not None:
+        raise UserError("models: --models and --compute-batch need --compute")
 
     def body(ex, console: Console) -> int:
         from firerun.calibrate import calibrate as run_calibration
         from firerun.calibrate import to_profile
 
         cal = run_calibration(ex, size_list, dtype=_torch_dtype(dtype), ranks_per_node=ranks_per_node,
-                              round_trips=round_trips)
+                              round_trips=round_trips, compute_models=compute_models,
+                              compute_batch=compute_batch or 8)
         for fit in cal.links:
             table = Table(title=f"ping-pong {fit.pair[0]}<->{fit.pair[1]} ({fit.level}): alpha "
                                 f"{fit.alpha_s * 1e6:.1f} us, {fit.bandwidth_Bps / 1e9:.3f} GB/s", title_justify="left")
@@ -339,8 +360,21 @@ def calibrate(
             for n, t, f in zip(fit.sizes, fit.one_way_s, fit.predict(fit.sizes)):
                 table.add_row(str(n), f"{t * 1e6:.1f}", f"{f * 1e6:.1f}", f"{(f - t) / t:+.1%}")
             console.print(table)
-        console.print(f"gamma {cal.gamma_s_per_byte * 1e9:.4f} ns/byte ({1 / cal.gamma_s_per_byte / 1e9:.2f} GB/s "
-                      f"reduced), compute {cal.compute_flops / 1e9:.2f} GFLOP/s per rank")
+        if cal.gamma_s_per_byte is not None:
+            console.print(f"gamma {cal.gamma_s_per_byte * 1e9:.4f} ns/byte ({1 / cal.gamma_s_per_byte / 1e9:.2f} GB/s "
+                          f"reduced), compute {cal.compute_flops / 1e9:.2f} GFLOP/s per rank")
+        if cal.compute is not None:
+            c = cal.compute
+            table = Table(title=f"compute roofline ({cal.dtype}): matmul {c.matmul_flops / 1e9:.2f} GFLOP/s, conv "
+                                f"{c.conv_flops / 1e9:.2f} GFLOP/s (fitted), memory {c.memory_Bps / 1e9:.2f} GB/s, "
+                                f"kernel {c.layer_overhead_s * 1e6:.1f} us", title_justify="left")
+            for col in ("model", "batch", "fwd ms", "bwd ms", "roofline fwd ms", "roofline bwd ms", "error"):
+                table.add_column(col, justify="right")
+            for m, (f, b) in zip(c.steps, c.predicted):
+                table.add_row(m.model, str(m.batch), f"{m.forward_s * 1e3:.1f}", f"{m.backward_s * 1e3:.1f}",
+                              f"{f * 1e3:.1f}", f"{b * 1e3:.1f}",
+                              f"{(f + b - m.forward_s - m.backward_s) / (m.forward_s + m.backward_s):+.1%}")
+            console.print(table)
         if ex.rank == 0:
             from firesim.hardware import save_profile
 
@@ -393,6 +427,42 @@ def train(
     _run_worker(backend, "cpu", timeout_s, body)
 
 
+# ------------------------------------------------------------------------------------------------ profile
+@app.command()
+def profile(
+    model: Annotated[str, typer.Option(help="A zoo model (gpt2, resnet50, ...) or your own 'package.module:factory' "
+                                            "(a callable returning an nn.Module; importable: mind PYTHONPATH).")],
+    output: Annotated[Path, typer.Option("--output", "-o", parser=output_file(".json"),
+                                         help="Profile JSON to write (for firesim's --model).")],
+    input_shape: Annotated[str | None, typer.Option("--input", help="One sample's float input, e.g. 3x224x224.")]
+    = None,
+    seq_len: Annotated[int | None, typer.Option(min=1, max=2**24, help="Tokens per sample: token-id input of this "
+                                                "length (zoo default: the model's usual), or marks --input a "
+                                                "sequence.")] = None,
+    kwargs: Annotated[list[str] | None, typer.Option("--kwargs", help="key=value for the factory (repeatable).")]
+    = None,
+    train_samples: Annotated[int | None, typer.Option(min=1, max=2**50, help="Samples per epoch.")] = None,
+    train_tokens: Annotated[int | None, typer.Option(min=1, max=2**60, help="Tokens per epoch (samples = tokens / "
+                                                     "seq-len).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Name of the training set, for the record (letters, digits, "
+                                                "._+-).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name in the profile (default: the factory's; letters, digits, "
+                                             "._+-).")] = None,
+) -> None:
+    """Profile a model on the meta device (FLOPs, elements moved, activations saved, per layer) for firesim."""
+    from firerun.profile import profile_command
+
+    safe_name(dataset, "dataset")
+    safe_name(name, "name")
+    p = profile_command(model, output, input_text=input_shape, seq_len=seq_len, kwargs=kwargs or [],
+                        train_samples=train_samples, train_tokens=train_tokens, dataset=dataset or "", name=name)
+    sample = f"sequence of {p.seq_len} tokens" if p.sample == "sequence" else "sample"
+    Console(markup=False).print(f"wrote {output}: {p.name}, {len(p.layers)} layers, {p.params / 1e6:.2f} M params "
+                    f"({format_bytes(p.gradient_nbytes())} of fp32 gradients), {p.train_flops / 1e9:.3f} GFLOP "
+                    f"per {sample} (forward + backward), {p.saved_elements / 1e6:.2f} M activation elements "
+                    f"saved per {sample}", highlight=False, soft_wrap=True)
+
+
 # ------------------------------------------------------------------------------------------------- launch
 @app.command(context_settings=PASSTHROUGH)
 def run(
@@ -404,6 +474,9 @@ def run(
                                            "ranks get to report before they are killed.")] = 3.0,
     job_timeout_s: Annotated[float | None, typer.Option(min=0.001, max=1e7, help="Kill the whole job after "
                                                         "this long.")] = None,
+    master_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Rendezvous port on 127.0.0.1 "
+                                                    "(default: a free one). A port another job holds is refused.")]
+    = None,
     allow_oversubscribe: Annotated[bool, typer.Option(help="Start more ranks than 4 a core (memory still "
                                                            "bounds them).")] = False,
 ) -> None:
@@ -415,7 +488,7 @@ def run(
     check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
     check_command(list(ctx.args), "run", launcher=launcher, nproc=nproc)
     code = launch(nproc, list(ctx.args), launcher=launcher, grace_s=grace_s, timeout_s=job_timeout_s,
-                  allow_oversubscribe=allow_oversubscribe)
+                  master_port=master_port, allow_oversubscribe=allow_oversubscribe)
     raise typer.Exit(code)
 
 

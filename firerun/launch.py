@@ -1,9 +1,13 @@
 """Start a job: N local processes (torchrun-compatible variables), mpiexec, or an sbatch script for Slurm.
 
 The local launcher supervises its children the way an HPC user expects: when the first rank fails, the others
-get ``grace_s`` to report what they were waiting for (they notice a dead peer at once, a hung one within their
-op timeout), then the whole process group of every rank is killed. Children also die with the launcher
-(PR_SET_PDEATHSIG), so no run leaves orphans behind.
+get ``grace_s`` to report what they were waiting for (the fault board has them name a dead peer within about
+a second, a hung one within their op timeout), then the whole process group of every rank is killed.
+Children also die with the launcher (PR_SET_PDEATHSIG), so no run leaves orphans behind.
+
+Everything of a local job stays on loopback: MASTER_ADDR is 127.0.0.1 (the rendezvous store binds there) and
+gloo binds ``lo`` (GLOO_SOCKET_IFNAME, unless you set it). Each job gets its own run id (FIRERUN_RUN_ID), so a
+job can never join another that was given the same MASTER_PORT.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
+from firerun.errors import PEER_FAILED
+from firerun.liveness import RUN_ID_ENV, process_state
 from firesim.errors import UserError
 
-PEER_FAILED = 3  # exit code of a rank that stopped because a peer died or hung (see firerun.cli)
 ROOT_CAUSE_WAIT_S = 0.5
+BAD_INPUT = 2  # exit code of a rank that refused its input (one line, printed by rank 0)
 
 
 def free_port() -> int:
@@ -31,6 +38,35 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def loopback_interface() -> str | None:
+    """The name of the loopback interface ('lo' on Linux), for GLOO_SOCKET_IFNAME."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return None
+    return next((n for n in names if n in ("lo", "lo0")), None)
+
+
+def local_job_env(environ: dict, master_port: int | None = None) -> dict:
+    """The variables every rank of a job on this machine shares: rendezvous on loopback at MASTER_PORT (a free
+    port unless given), gloo on the loopback interface unless GLOO_SOCKET_IFNAME says otherwise, a fresh run
+    id, and torch's C++ warnings off (a failing rank prints one line, not a stack of socket warnings)."""
+    if master_port is not None and not 1 <= master_port <= 65535:
+        raise UserError(f"master_port: must be in 1..65535, got {master_port}")
+    env = dict(environ)
+    for name in list(env):  # variables of an outer launcher would make every child think it is that rank
+        if name.startswith(("OMPI_COMM_WORLD_", "PMI_", "PMIX_", "SLURM_PROCID", "SLURM_LOCALID", "MPI_LOCAL",
+                            "TORCHELASTIC_")):
+            del env[name]
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(master_port or free_port()),
+               **{RUN_ID_ENV: uuid.uuid4().hex[:12]})
+    loopback = loopback_interface()
+    if loopback and not env.get("GLOO_SOCKET_IFNAME"):
+        env["GLOO_SOCKET_IFNAME"] = loopback
+    env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    return env
 
 
 def mpiexec_path() -> str:
@@ -87,20 +123,18 @@ def _say(message: str) -> None:
 
 def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"] = "local",
            grace_s: float = 3.0, timeout_s: float | None = None, env: dict | None = None,
-           allow_oversubscribe: bool = False) -> int:
+           master_port: int | None = None, allow_oversubscribe: bool = False) -> int:
     """Run ``firerun <args>`` as ``nproc`` ranks on this machine; return the job's exit code.
 
-    The exit code is the first failing rank's (0 when all succeed). ``timeout_s`` bounds the whole job.
-    More ranks than the machine runs are refused first (``check_local_ranks``).
+    The exit code is the root cause's: the first rank to fail other than by losing a peer (a lost rank's own
+    code: 137 for SIGKILL), else 3 (a rank hung and was killed), 0 when all succeed. ``timeout_s`` bounds
+    the whole job. ``master_port``: the rendezvous port (default: a free one). More ranks than the machine
+    runs are refused first (``check_local_ranks``).
     """
     check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
     if grace_s < 0:
         raise UserError(f"grace_s: must be >= 0, got {grace_s}")
-    base = dict(os.environ if env is None else env)
-    for name in list(base):  # variables of an outer launcher would make every child think it is that rank
-        if name.startswith(("OMPI_COMM_WORLD_", "PMI_", "PMIX_", "SLURM_PROCID", "SLURM_LOCALID", "MPI_LOCAL")):
-            del base[name]
-    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    base = local_job_env(dict(os.environ if env is None else env), master_port)
     procs: list[subprocess.Popen] = []
     names: list[str] = []
     if launcher == "local":
@@ -138,20 +172,22 @@ def supervise(procs: list[subprocess.Popen], names: list[str], *, grace_s: float
         while True:
             exited = [(name, proc.poll()) for name, proc in zip(names, procs)]
             failed = [(name, code) for name, code in exited if code not in (None, 0)]
+            # A rank that lost a peer exits with PEER_FAILED, sometimes before the culprit is seen to have
+            # exited: wait a moment for a root cause before naming the first failure.
+            roots = [item for item in failed if item[1] != PEER_FAILED]
             if failed and first is None:
                 if not failed_at:
                     failed_at = time.monotonic()
-                # A rank that lost a peer exits with PEER_FAILED, sometimes before the culprit is seen to have
-                # exited: wait a moment for a root cause before naming the first failure.
-                roots = [item for item in failed if item[1] != PEER_FAILED]
                 everyone_done = all(code is not None for _, code in exited)
                 if roots or everyone_done or time.monotonic() - failed_at >= ROOT_CAUSE_WAIT_S:
                     first = (roots or failed)[0]
                     alive = sum(code is None for _, code in exited)
                     code = first[1]
                     reason = f"signal {-code}" if code < 0 else f"code {code}"
-                    _say(f"{first[0]} exited with {reason}" + (
-                        f"; giving the {alive} other(s) {grace_s:g} s to report, then stopping them" if alive else ""))
+                    if code != BAD_INPUT:  # a rank refused bad input and said so in one line: add nothing
+                        _say(f"{first[0]} exited with {reason}" + (
+                            f"; giving the {alive} other(s) {grace_s:g} s to report, then stopping them"
+                            if alive else ""))
             alive = [(n, p) for n, p in zip(names, procs) if p.poll() is None]
             if not alive:
                 break
@@ -159,6 +195,8 @@ def supervise(procs: list[subprocess.Popen], names: list[str], *, grace_s: float
             reason = None
             if interrupted:
                 reason = "interrupted"
+            elif first is not None and all(process_state(p.pid) == "stopped" for _, p in alive):
+                reason = "the rest are stopped (SIGSTOP) and cannot report"
             elif first is not None and now - failed_at >= grace_s:
                 reason = f"{first[0]} failed"
             elif first is None and failed_at and now - failed_at >= grace_s:
@@ -166,10 +204,11 @@ def supervise(procs: list[subprocess.Popen], names: list[str], *, grace_s: float
             elif timeout_s is not None and now - start >= timeout_s:
                 reason = f"job timed out after {timeout_s:g} s"
             if reason is not None:
-                _say(f"{reason}: killing {', '.join(n for n, _ in alive)}")
+                if first is None or first[1] != BAD_INPUT:
+                    _say(f"{reason}: killing {', '.join(n for n, _ in alive)}")
                 _stop([p for _, p in alive])
                 if first is None:
-                    first = ("job", 130 if interrupted else 124)
+                    first = ("job", 130) if interrupted else (roots or failed)[0] if failed else ("job", 124)
                 break
             time.sleep(0.01)
     finally:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from firerun.bench import plan_for
-from firerun.execute import Executor
+from firerun.executor import Executor
 from firesim.errors import UserError
 
 
@@ -71,6 +71,9 @@ def train(ex: Executor, model_name: str = "small_cnn", algo: str = "ring", *, st
     if steps < 1 or batch_per_worker < 1:
         raise UserError("train: steps and batch must be >= 1")
     spec = get_spec(model_name)
+    if spec.sample != "image":
+        raise UserError(f"model: {model_name} takes token sequences; firerun train runs image models (small_cnn, "
+                        "resnet18_cifar_w16, ...)")
     torch.manual_seed(seed)  # identical initial replicas
     model = build(model_name)
     flat = _flat_grads(model)

@@ -113,6 +113,7 @@ class TorchTransport:
         self._outstanding: list[tuple[int, Any]] = []  # NCCL: (key, work) polled with is_completed
         self._pair_groups: dict[tuple[int, int], Any] = {}
         self._count = 0
+        self.waiting_on: int | None = None  # the peer a blocking control call waits for now (for the watcher)
 
     # ---- data path ---------------------------------------------------------------------------------------
     def prepare(self, pairs: list[tuple[int, int]]) -> None:
@@ -225,6 +226,7 @@ class TorchTransport:
                 works.append((dst, self.dist.isend(self._as_tensor(np.ascontiguousarray(send)), group=self.group,
                                                    group_dst=dst, tag=CONTROL_TAG)))
             for peer, work in works:
+                self.waiting_on = peer
                 try:
                     work.wait(timeout)
                 except BaseException as err:
@@ -233,6 +235,8 @@ class TorchTransport:
             raise
         except BaseException as err:
             raise PeerFailure(src if src is not None else dst, err) from None
+        finally:
+            self.waiting_on = None
         if recv is not None and self.device.type != "cpu":
             recv[...] = recv_t.cpu().numpy()
 
@@ -303,6 +307,7 @@ class MpiTransport:
         self._requests: list = []
         self._keys: list[int] = []
         self._ops: dict[torch.dtype, Any] = {}
+        self.waiting_on: int | None = None  # the peer a blocking control call waits for now (for the watcher)
 
     def prepare(self, pairs: list[tuple[int, int]]) -> None:
         return None
@@ -347,9 +352,11 @@ class MpiTransport:
     def _wait_requests(self, requests: list, peers: list[int], timeout_s: float) -> None:
         deadline = time.perf_counter() + timeout_s
         spins = 0
+        self.waiting_on = peers[0]
         while True:
             try:
                 if self.MPI.Request.Testall(requests):
+                    self.waiting_on = None
                     return
             except self.MPI.Exception as err:
                 raise PeerFailure(peers[0], err) from None

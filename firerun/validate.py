@@ -401,7 +401,7 @@ def _worker(spec_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from firerun.execute import Executor
+    from firerun.executor import Executor
 
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out_dir"])

@@ -1,9 +1,12 @@
 """Join the job this process was launched into and hand back an Executor; tear down cleanly afterwards.
 
-Rank and world come from ``firerun.env.dist_env`` (torchrun, Slurm, MPICH/PMI, Open MPI). The torch backend
-rendezvouses at MASTER_ADDR:MASTER_PORT with a bounded timeout; the MPI backend uses MPI.COMM_WORLD and
-checks that it agrees with the launcher's variables (a process started without an MPI launcher is a
-singleton world of one, which would silently run every rank alone).
+Rank and world come from ``firerun.env.dist_env`` (torchrun, Slurm, MPICH/PMI, Open MPI). Where MASTER_ADDR
+and MASTER_PORT are set, the ranks meet at the job's TCPStore (``firerun.liveness``: claimed by this run's id,
+bound to loopback for local runs), which carries the process group's rendezvous and the fault board that
+names the rank at fault when one dies or hangs. The torch backend needs it; the MPI backend uses it when
+there (``firerun run --launcher mpiexec`` sets it), MPI.COMM_WORLD otherwise, and checks that MPI agrees with
+the launcher's variables (a process started without an MPI launcher is a singleton world of one, which
+would silently run every rank alone).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
 
 from firerun.env import DistEnv, dist_env
-from firerun.execute import Executor, Fault
+from firerun.errors import ExecError
+from firerun.executor import Executor, Fault
+from firerun.liveness import FaultBoard, connect
+from firerun.transport import is_timeout, short_reason
 from firesim.errors import UserError
 
 
@@ -30,7 +36,11 @@ def _threads_per_rank(env: DistEnv) -> int:
 @contextlib.contextmanager
 def session(backend: Literal["torch", "mpi"] = "torch", *, device: str = "cpu", timeout_s: float = 60.0,
             environ=None) -> Iterator[Executor]:
-    """``with session('torch') as ex:`` -> an Executor over the whole job; the process group is destroyed after."""
+    """``with session('torch') as ex:`` -> an Executor over the whole job; the process group is destroyed after.
+
+    Raises UserError for a bad setting or a MASTER_PORT taken by another job, ExecError when the job cannot
+    assemble (a rank never joins) or, later, when a rank is lost or hangs.
+    """
     env = dist_env(environ)
     if device not in ("cpu", "cuda"):
         raise UserError(f"device: must be cpu or cuda, got {device!r}")
@@ -39,6 +49,8 @@ def session(backend: Literal["torch", "mpi"] = "torch", *, device: str = "cpu", 
     if device == "cpu":
         torch.set_num_threads(_threads_per_rank(env))
     fault = Fault.from_env(environ)
+    if backend not in ("torch", "mpi"):
+        raise UserError(f"backend: must be torch or mpi, got {backend!r}")
     if backend == "mpi":
         from mpi4py import MPI
 
@@ -46,14 +58,12 @@ def session(backend: Literal["torch", "mpi"] = "torch", *, device: str = "cpu", 
         if env.launched and comm.Get_size() != env.world_size:
             raise UserError(f"backend mpi: MPI sees {comm.Get_size()} rank(s) but the launcher ({env.source}) "
                             f"started {env.world_size}; launch with mpiexec (firerun run --launcher mpiexec)")
-        ex = Executor("mpi", comm=comm, timeout_s=timeout_s, fault=fault)
-        try:
+        joinable = env.world_size > 1 and env.master_addr and env.master_port is not None
+        board = _board(env, timeout_s, environ) if joinable else None
+        ex = Executor("mpi", comm=comm, timeout_s=timeout_s, fault=fault, board=board)
+        with _running(ex, board, lambda: None):
             yield ex
-        finally:
-            ex.close()
         return
-    if backend != "torch":
-        raise UserError(f"backend: must be torch or mpi, got {backend!r}")
     import torch.distributed as dist
 
     kind = "nccl" if device == "cuda" else "gloo"
@@ -62,20 +72,52 @@ def session(backend: Literal["torch", "mpi"] = "torch", *, device: str = "cpu", 
             raise UserError("device: cuda requested but torch sees no GPU")
         torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
     timeout = dt.timedelta(seconds=timeout_s)
+    board = None
     if env.world_size == 1:
         dist.init_process_group(kind, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     else:
         if not env.master_addr or env.master_port is None:
             raise UserError(f"MASTER_ADDR/MASTER_PORT: not set for a {env.world_size}-rank torch job "
                             f"({env.source}); launch with `firerun run` or torchrun, or export them")
-        dist.init_process_group(kind, init_method=f"tcp://{env.master_addr}:{env.master_port}",
-                                rank=env.rank, world_size=env.world_size, timeout=timeout)
-    ex = Executor("torch", timeout_s=timeout_s, fault=fault)
+        board = _board(env, timeout_s, environ)
+        try:
+            dist.init_process_group(kind, store=board.rv.store, rank=env.rank, world_size=env.world_size,
+                                    timeout=timeout)
+        except Exception as err:
+            why = board.absentees() or short_reason(err)
+            kind_ = f"timed out after {timeout_s:g} s" if is_timeout(err) else "failed"
+            raise ExecError(f"rank {env.rank}: the rendezvous at {board.rv.address} {kind_}: {why}",
+                            rank=env.rank, timed_out=is_timeout(err)) from None
+    ex = Executor("torch", timeout_s=timeout_s, fault=fault, board=board)
+    with _running(ex, board, dist.destroy_process_group):
+        yield ex
+
+
+@contextlib.contextmanager
+def _running(ex: Executor, board: FaultBoard | None, teardown: Callable[[], None]) -> Iterator[Executor]:
+    """On success: leave the board (with everyone), then tear down. After a lost peer: nothing (peers may be
+    gone, tearing down could block on them; the caller exits). After any other error: leave the board
+    without waiting, so that a peer's exit is not taken for a fault."""
     ok = False
     try:
         yield ex
         ok = True
+    except ExecError:
+        raise
+    except BaseException:
+        if board is not None:
+            board.close(wait=False)
+        raise
     finally:
         ex.close()
-        if ok:  # after a failure peers may be gone: tearing down could block on them, so the caller exits
-            dist.destroy_process_group()
+        if ok:
+            if board is not None:
+                board.close()
+            teardown()
+
+
+def _board(env: DistEnv, timeout_s: float, environ) -> FaultBoard:
+    """Meet the job at its TCPStore (see firerun.liveness) and open its fault board."""
+    assert env.master_addr is not None and env.master_port is not None
+    rv = connect(env.rank, env.world_size, env.master_addr, env.master_port, timeout_s, environ=environ)
+    return FaultBoard(rv, env.rank, env.world_size, timeout_s)

@@ -69,17 +69,34 @@ def _cluster(hardware: str, catalog: Path | None):
     return resolve_cluster(hardware, load_catalog(catalog) if catalog else None)
 
 
+def _memory(cell: tuple[float, bool | None, float | None]) -> str:
+    """GiB per GPU, '3.2G'; with the GPU's size and a '!' when it does not fit: '112G>80!'."""
+    gib, fits, capacity = cell
+    text = f"{gib:,.0f}G" if gib >= 100 else f"{gib:.3g}G"
+    return f"{text}>{capacity:g}!" if fits is False else text
+
+
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile JSON file.")] = "googlenet",
+    model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile .json.")] = "googlenet",
+    seq_len: Annotated[int | None, typer.Option(min=1, max=2**24, help="Tokens per sequence; must be the profile's "
+                                                "own (`firerun profile --seq-len` writes others).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms, comma-separated (see `firesim plans list`).")] = "tree,ps,ring",
-    batch: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Global batch (split over the GPUs).")] = None,
-    batch_per_gpu: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Batch per GPU (global batch grows with GPUs).")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Global batch per optimizer step (split "
+                                              "over the GPUs).")] = None,
+    batch_per_gpu: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Micro-batch per GPU (global "
+                                                      "batch grows with GPUs).")] = None,
+    accumulation: Annotated[int, typer.Option(min=1, max=2**16, help="Micro-batches per optimizer step (gradient "
+                                              "accumulation).")] = 1,
     epochs: Annotated[float, typer.Option(min=1e-6, max=1e6, help="Epochs to train.")] = 90.0,
-    baseline_batch: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Batch of the one-GPU run that speedup compares against.")] = 32,
-    dtype: Annotated[str, typer.Option(help="fp32, tf32, fp16 or bf16.")] = "fp32",
+    baseline_batch: Annotated[int, typer.Option(min=1, max=MAX_COUNT, help="Batch of the one-GPU run that speedup "
+                                                "compares against.")] = 32,
+    dtype: Annotated[str, typer.Option(help="Compute type: fp32, tf32, or mixed precision fp16, bf16, fp8 (fp32 master weights).")] = "fp32",
+    grad_dtype: Annotated[str | None, typer.Option(help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")] = None,
+    optimizer: Annotated[str, typer.Option(help="auto (momentum for convnets, adamw otherwise), sgd, momentum, adam, adamw, lamb.")] = "auto",
+    overheads: Annotated[str, typer.Option(help="default, none, or interference=0.189,spread=0.01,optimizer=on,input=catalog|none|RATE.")] = "default",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[Literal["analytic", "des"], typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",
@@ -88,32 +105,43 @@ def predict(
     as_json: JsonOpt = False,
     wide: WideOpt = False,
 ) -> None:
-    """Predict iteration time, time to train, speedup and cost for each GPU count and algorithm."""
+    """Predict iteration time, time to train, speedup, cost and memory per GPU for each GPU count and algorithm."""
+    from firesim.compute import parse_overheads
+
     if batch is None and batch_per_gpu is None:
         batch = 1024
-    profile = load_workload(model)
+    profile = load_workload(model, seq_len)
     cluster = _cluster(hardware, hardware_catalog)
     gpu_counts = parse_int_list(gpus, "gpus")
     algos = split_specs(algo)
     for a in algos:
-        resolve(a)
+        resolve(a, ranks_per_node=cluster.gpus_per_node)
     bucket_nbytes = parse_bytes(bucket_size, "bucket-size")
+    costs = parse_overheads(overheads)
     records = [
         predict_training(profile, cluster, g, a, batch=batch, batch_per_gpu=batch_per_gpu, epochs=epochs,
-                         baseline_batch=baseline_batch, dtype=dtype, overlap=overlap,
-                         bucket_nbytes=bucket_nbytes, engine=engine, max_ops=max_ops).record()
+                         baseline_batch=baseline_batch, dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer,
+                         overheads=costs, accumulation=accumulation, overlap=overlap, bucket_nbytes=bucket_nbytes,
+                         engine=engine, max_ops=max_ops).record()
         for g in gpu_counts for a in algos
     ]
-    title = (f"{profile.name} on {cluster.name} ({engine}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, "
-             f"{epochs:g} epochs (speedup vs 1 GPU at batch {baseline_batch})")
-    _emit(records, as_json, title, [
+    head = records[0]
+    title = (f"{profile.name} on {cluster.name} ({engine}), {head['dtype']} (grads {head['grad_dtype']}, "
+             f"{head['optimizer']}), batch {batch if batch else f'{batch_per_gpu}/GPU'}, {epochs:g} epochs "
+             f"(speedup vs 1 GPU at batch {baseline_batch})")
+    rows = [{**r, "memory": (r["memory_GiB"], r["fits"], r["memory_capacity_GiB"])} for r in records]
+    _emit(records if as_json else rows, as_json, title, [
         Column("gpus", "gpus"), Column("algo", "algo", text=True),
         Column("compute_s", "compute", format_duration, optional=3),
         Column("comm_s", "comm", format_duration, optional=2),
         Column("exposed_comm_s", "exposed", format_duration, optional=4),
         Column("iteration_s", "iter", format_duration), Column("speedup", "speedup", lambda x: f"{x:.1f}x"),
         Column("efficiency", "eff", lambda x: f"{x:.0%}", optional=1), Column("time_to_train_s", "train", format_duration),
-        Column("cost", "cost", _dollars, optional=5)], wide)
+        Column("cost", "cost", _dollars, optional=5), Column("memory", "mem", _memory)], wide)
+    if not as_json and any(r["fits"] is False for r in records):
+        console.print("! does not fit the GPU's memory: plain data parallelism keeps a full replica (weights, "
+                      "gradients, optimizer state) on every GPU; shard it (ZeRO/FSDP), shrink the batch per GPU, or "
+                      "use bigger GPUs.")
 
 
 def _collective_record(algo: str, ranks: int, nbytes: int, cluster) -> dict:
@@ -304,15 +332,17 @@ def hardware_list(hardware_catalog: CatalogOpt = None, as_json: JsonOpt = False,
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False, wide: WideOpt = False) -> None:
-    """Models with saved profiles: parameters, forward FLOPs, dataset."""
+    """Models with saved profiles: parameters, input, forward FLOPs per sample, dataset."""
     records = []
     for name in list_workloads():
         p = load_workload(name)
-        records.append({"name": name, "params": p.params, "fwd_flops": p.fwd_flops,
+        sample = f"{p.seq_len} tokens" if p.sample == "sequence" else "x".join(map(str, p.input_shape))
+        records.append({"name": name, "params": p.params, "sample": sample, "fwd_flops": p.fwd_flops,
                         "gradient_nbytes": p.params * 4, "dataset": p.dataset, "layers": len(p.layers)})
     _emit(records, as_json, "model zoo", [
-        Column("name", "model", text=True), Column("params", "params", lambda x: f"{x / 1e6:.2f} M"),
-        Column("fwd_flops", "fwd GFLOP/img", lambda x: f"{x / 1e9:.2f}"),
+        Column("name", "model", text=True), Column("params", "params", lambda x: f"{x / 1e6:.1f} M"),
+        Column("sample", "sample", text=True, optional=3),
+        Column("fwd_flops", "fwd GFLOP/sample", lambda x: f"{x / 1e9:.2f}"),
         Column("gradient_nbytes", "fp32 grads", format_bytes), Column("dataset", "dataset", text=True, optional=1),
         Column("layers", "layers", optional=2)], wide)
 

@@ -1,9 +1,11 @@
 """Hardware catalog: GPUs, links, cluster presets and calibrated profiles, as validated data.
 
 Every prediction starts from a few numbers: per link level the alpha-beta-gamma triple of the collective cost
-model, and per GPU an achieved FLOP/s. This module turns the packaged catalog (``firesim/data/hardware.yaml``,
-every figure with its source), user overrides and measured profiles into those numbers. Bad input of any kind
-becomes one ``UserError`` line ``"<file>: <dotted.field>: <reason>"``, never a pydantic traceback.
+model, and per GPU and dtype the achieved rates of the per-layer roofline (``firesim.compute``): convolution
+and matmul FLOP/s, memory bandwidth and a per-kernel overhead. This module turns the packaged catalog
+(``firesim/data/hardware.yaml``, every figure with its source), user overrides and measured profiles into those
+numbers. Bad input of any kind becomes one ``UserError`` line ``"<file>: <dotted.field>: <reason>"``, never a
+pydantic traceback.
 
 Plain functions over frozen pydantic models; the only cache is the parsed packaged file.
 """
@@ -20,7 +22,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -90,16 +91,29 @@ class _Model(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------- models
+def _per_dtype(data: Any, fields: tuple[str, ...]) -> Any:
+    """A single number for a per-dtype field applies to every dtype in peak_flops."""
+    if isinstance(data, dict) and isinstance(data.get("peak_flops"), dict):
+        for field in fields:
+            value = data.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                data = {**data, field: {dtype: value for dtype in data["peak_flops"]}}
+    return data
+
+
 class GPU(_Model):
     """One GPU (one CUDA device: a K80 board is two). Peaks are dense, per device, by dtype.
 
-    Achieved FLOP/s = peak_flops[dtype] * efficiency_max[dtype] * b / (b + batch_half) for per-GPU batch b:
-    small batches under-fill the device, large ones approach efficiency_max. Both are estimates unless a
-    calibrated profile replaces them.
+    The roofline (``firesim.compute``) runs a layer's FLOPs at ``peak_flops[dtype]`` times
+    ``conv_efficiency[dtype]`` (convolutions) or ``matmul_efficiency[dtype]`` (everything else that does
+    arithmetic: linear layers, attention, batched matmuls) and its bytes at ``memory_bandwidth_Bps`` times
+    ``memory_efficiency``, plus ``layer_overhead_s`` per kernel. The efficiencies are calibrated from single-GPU
+    throughput (each entry's sources say from which figure, or by which transfer rule).
     """
 
     FIGURES: ClassVar[tuple[str, ...]] = (
-        "peak_flops", "memory_bandwidth_Bps", "memory_GiB", "price_per_hour_usd", "efficiency_max", "batch_half")
+        "peak_flops", "memory_bandwidth_Bps", "memory_GiB", "price_per_hour_usd", "conv_efficiency",
+        "matmul_efficiency", "memory_efficiency", "layer_overhead_s")
 
     name: str
     description: str = ""
@@ -107,29 +121,28 @@ class GPU(_Model):
     memory_bandwidth_Bps: Rate
     memory_GiB: GiB | None = None
     price_per_hour_usd: NonNegative | None = None
-    efficiency_max: dict[Dtype, Fraction]
-    batch_half: NonNegative
+    conv_efficiency: dict[Dtype, Fraction]
+    matmul_efficiency: dict[Dtype, Fraction]
+    memory_efficiency: Fraction
+    layer_overhead_s: Seconds
     sources: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _broadcast_efficiency(cls, data: Any) -> Any:
-        """A single efficiency_max number applies to every dtype in peak_flops."""
-        if isinstance(data, dict):
-            emax, peaks = data.get("efficiency_max"), data.get("peak_flops")
-            if isinstance(emax, (int, float)) and not isinstance(emax, bool) and isinstance(peaks, dict):
-                data = {**data, "efficiency_max": {dtype: emax for dtype in peaks}}
-        return data
+        return _per_dtype(data, ("conv_efficiency", "matmul_efficiency"))
 
     @model_validator(mode="after")
     def _efficiency_per_dtype(self) -> GPU:
-        missing = [d for d in self.peak_flops if d not in self.efficiency_max]
-        orphan = [d for d in self.efficiency_max if d not in self.peak_flops]
-        if missing:
-            raise ValueError(f"efficiency_max: no value for {', '.join(missing)} "
-                             "(give one per peak_flops dtype, or a single number)")
-        if orphan:
-            raise ValueError(f"efficiency_max: {', '.join(orphan)} has no peak_flops entry")
+        for field in ("conv_efficiency", "matmul_efficiency"):
+            table = getattr(self, field)
+            missing = [d for d in self.peak_flops if d not in table]
+            orphan = [d for d in table if d not in self.peak_flops]
+            if missing:
+                raise ValueError(f"{field}: no value for {', '.join(missing)} "
+                                 "(give one per peak_flops dtype, or a single number)")
+            if orphan:
+                raise ValueError(f"{field}: {', '.join(orphan)} has no peak_flops entry")
         return self
 
 
@@ -153,19 +166,51 @@ class LevelOverride(_Model):
     beta_s_per_byte: Positive | None = None
 
 
+class StepTime(_Model):
+    """One measured training step of a zoo model: forward and backward seconds at a batch, and what the fitted
+    roofline predicts for them (the fit's residual)."""
+
+    model: str
+    batch: int = Field(ge=1)
+    forward_s: Positive
+    backward_s: Positive
+    predicted_forward_s: NonNegative | None = None
+    predicted_backward_s: NonNegative | None = None
+
+
+class ComputeProfile(_Model):
+    """Achieved roofline rates measured on one device (``firerun calibrate --compute``), in ``dtype``.
+
+    matmul_flops: a large square matmul; memory_Bps: a large copy (bytes read + written per second);
+    layer_overhead_s: one tiny kernel, launched back to back; conv_flops: fitted so the roofline reproduces the
+    measured step times of the convolutional models in ``step_times`` (matmul_flops where none was measured).
+    """
+
+    dtype: Dtype = "fp32"
+    conv_flops: Flops
+    matmul_flops: Flops
+    memory_Bps: Rate
+    layer_overhead_s: Seconds
+    step_times: list[StepTime] = Field(default_factory=list)
+
+
 class HardwareProfile(_Model):
     """Measured cost-model numbers written by ``firerun calibrate``; read back through ``resolve_cluster``.
 
-    alpha_s/beta_s_per_byte apply to both levels unless ``overrides`` gives a level its own values;
-    compute_flops is achieved FLOP/s (efficiency included), so it does not depend on batch size.
+    alpha_s/beta_s_per_byte apply to both levels unless ``overrides`` gives a level its own values; they are
+    absent from a profile calibrated on one rank (compute only), which then predicts one GPU only.
+    ``compute`` holds the measured roofline rates (``--compute``); without it compute_flops (a matmul's
+    achieved FLOP/s) runs every layer's FLOPs, memory traffic moves at the reduce bandwidth 3 / gamma and
+    kernels cost nothing extra.
     """
 
     kind: Literal["profile"] = "profile"
     name: str
-    alpha_s: Seconds
-    beta_s_per_byte: Positive
-    gamma_s_per_byte: Positive
-    compute_flops: Flops
+    alpha_s: Seconds | None = None
+    beta_s_per_byte: Positive | None = None
+    gamma_s_per_byte: Positive | None = None
+    compute_flops: Flops | None = None
+    compute: ComputeProfile | None = None
     dtype: Dtype = "fp32"
     gpus_per_node: int = Field(default=1, ge=1)
     nics_per_node: int = Field(default=1, ge=1)
@@ -178,22 +223,36 @@ class HardwareProfile(_Model):
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @model_validator(mode="after")
-    def _intra_needs_several_gpus(self) -> HardwareProfile:
+    def _consistent(self) -> HardwareProfile:
         if "intra" in self.overrides and self.gpus_per_node == 1:
             raise ValueError("overrides: 'intra' given but gpus_per_node is 1 (no intra-node level)")
+        network = (self.alpha_s, self.beta_s_per_byte, self.gamma_s_per_byte)
+        if any(x is None for x in network) and any(x is not None for x in network):
+            raise ValueError("alpha_s, beta_s_per_byte, gamma_s_per_byte: give all three or none")
+        if self.alpha_s is None and self.compute is None:
+            raise ValueError("compute: a profile without network figures must hold compute figures")
+        if self.compute_flops is None and self.compute is None:
+            raise ValueError("compute_flops: required unless the profile has a compute section")
+        if self.compute is not None and self.compute.dtype != self.dtype:
+            raise ValueError(f"compute.dtype: {self.compute.dtype} differs from the profile's dtype {self.dtype}")
         return self
+
+    @property
+    def has_network(self) -> bool:
+        return self.alpha_s is not None
 
 
 class Cluster(_Model):
     """A cluster preset: GPU model, GPUs per node, the link inside a node and the one between nodes.
 
-    ``nics_per_node`` inter-node links leave each node (DGX: one per GPU). ``profile`` is set when the cluster
-    came from a calibrated profile; its measured numbers then win over the catalog figures.
+    ``nics_per_node`` inter-node links leave each node (DGX: one per GPU). ``input_samples_per_s_per_node`` is
+    the most image samples per second the node's data loading delivers (None: not limiting). ``profile`` is set
+    when the cluster came from a calibrated profile; its measured numbers then win over the catalog figures.
     """
 
     FIGURES: ClassVar[tuple[str, ...]] = (
         "gpus_per_node", "nics_per_node", "topology", "software_latency_s", "price_per_gpu_hour_usd",
-        "gamma_s_per_byte")
+        "gamma_s_per_byte", "input_samples_per_s_per_node")
 
     kind: Literal["cluster"] = "cluster"
     name: str
@@ -207,6 +266,7 @@ class Cluster(_Model):
     software_latency_s: Seconds = 0.0
     price_per_gpu_hour_usd: NonNegative | None = None
     gamma_s_per_byte: Positive | None = None
+    input_samples_per_s_per_node: Positive | None = None
     profile: HardwareProfile | None = None
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -409,6 +469,9 @@ def profile_level(profile: HardwareProfile, level: Level) -> CommParams:
         raise UserError(f"level: must be 'intra' or 'inter', got {level!r}")
     if level == "intra" and profile.gpus_per_node == 1:
         raise UserError(f"{profile.name}: gpus_per_node is 1, so there is no intra-node level")
+    if not profile.has_network:
+        raise UserError(f"{profile.name}: calibrated on one rank (compute only), so it has no network figures; "
+                        "predict 1 GPU, or calibrate with `firerun run --nproc 2 calibrate`")
     override = profile.overrides.get(level, LevelOverride())
     return CommParams(
         alpha_s=profile.alpha_s if override.alpha_s is None else override.alpha_s,
@@ -418,16 +481,24 @@ def profile_level(profile: HardwareProfile, level: Level) -> CommParams:
 
 
 def profile_to_cluster(profile: HardwareProfile) -> Cluster:
-    """A Cluster that behaves like the profile: comm_params and compute_flops return the measured numbers."""
+    """A Cluster that behaves like the profile: comm_params and ``firesim.compute.achieved_rates`` return the
+    measured numbers (the GPU entry only carries them for display and memory size)."""
 
     def link(level: Level) -> Link:
+        if not profile.has_network:
+            return Link(name=f"{profile.name}.{level}", description="not measured (compute-only profile)",
+                        bandwidth_Bps=1.0, latency_s=0.0, efficiency=1.0)
         p = profile_level(profile, level)
         return Link(name=f"{profile.name}.{level}", description=f"calibrated ({level}-node)",
                     bandwidth_Bps=1.0 / p.beta_s_per_byte, latency_s=p.alpha_s, efficiency=1.0)
 
+    compute = profile.compute
+    conv, matmul = (compute.conv_flops, compute.matmul_flops) if compute else (profile.compute_flops,) * 2
+    peak = max(conv, matmul)
     gpu = GPU(name=f"{profile.name}.gpu", description=f"calibrated: {profile.measured_on}".strip(),
-              peak_flops={profile.dtype: profile.compute_flops}, efficiency_max={profile.dtype: 1.0},
-              batch_half=0.0, memory_bandwidth_Bps=3.0 / profile.gamma_s_per_byte,
+              peak_flops={profile.dtype: peak}, conv_efficiency=conv / peak, matmul_efficiency=matmul / peak,
+              memory_bandwidth_Bps=compute.memory_Bps if compute else 3.0 / profile.gamma_s_per_byte,
+              memory_efficiency=1.0, layer_overhead_s=compute.layer_overhead_s if compute else 0.0,
               memory_GiB=profile.memory_GiB, price_per_hour_usd=profile.price_per_gpu_hour_usd)
     return Cluster(
         name=profile.name, description=f"calibrated profile: {profile.source}".strip(), gpu=gpu,
@@ -460,27 +531,6 @@ def comm_params(cluster: Cluster, level: Level = "inter") -> CommParams:
         beta_s_per_byte=1.0 / (link.bandwidth_Bps * link.efficiency),
         gamma_s_per_byte=3.0 / cluster.gpu.memory_bandwidth_Bps if gamma is None else gamma,
     )
-
-
-def compute_efficiency(gpu: GPU, dtype: str = "fp32", batch_per_gpu: Any = None) -> Any:
-    """eff(b) = efficiency_max * b / (b + batch_half); b=None means the large-batch limit. Arrays broadcast."""
-    if dtype not in gpu.efficiency_max:
-        raise UserError(f"dtype: {gpu.name} has no {dtype!r} figures (has: {', '.join(gpu.peak_flops)})")
-    emax = gpu.efficiency_max[dtype]
-    if batch_per_gpu is None:
-        return emax
-    batch = np.asarray(batch_per_gpu, dtype=float)
-    if np.any(~(batch > 0)):
-        raise UserError(f"batch_per_gpu: must be > 0, got {batch_per_gpu!r}")
-    eff = emax * batch / (batch + gpu.batch_half)
-    return float(eff) if eff.ndim == 0 else eff
-
-
-def compute_flops(cluster: Cluster, dtype: str = "fp32", batch_per_gpu: Any = None) -> Any:
-    """Achieved FLOP/s of one GPU at per-GPU batch ``batch_per_gpu`` (None: large-batch limit)."""
-    if cluster.profile is not None and dtype != cluster.profile.dtype:
-        raise UserError(f"dtype: profile {cluster.name!r} was measured in {cluster.profile.dtype}, not {dtype!r}")
-    return cluster.gpu.peak_flops.get(dtype, 0.0) * compute_efficiency(cluster.gpu, dtype, batch_per_gpu)
 
 
 def price_per_gpu_hour(cluster: Cluster) -> float | None:

@@ -422,22 +422,24 @@ def googlenet():
     ("ethernet-10g", 12, "halving_doubling"), ("titan", 64, "ring"), ("titan", 64, "tree"),
     ("dgx-a100", 32, "hierarchical")])
 def test_engine_iteration_equals_closed_form_without_contention(googlenet, cluster, gpus, algo):
+    from firesim.compute import NO_OVERHEADS
     from firesim.hardware import resolve_cluster
     from firesim.training import iteration, simulate_iteration
 
     c = resolve_cluster(cluster)
-    sim = simulate_iteration(googlenet, c, gpus, algo, batch_per_gpu=8)
-    closed = iteration(googlenet, c, gpus, 8, algo)
+    sim = simulate_iteration(googlenet, c, gpus, algo, batch_per_gpu=8, overheads=NO_OVERHEADS)
+    closed = iteration(googlenet, c, gpus, 8, algo, overheads=NO_OVERHEADS)
     assert sim.iteration_s == pytest.approx(closed.iteration_s, rel=0.01)
     assert sim.exposed_comm_s == pytest.approx(closed.exposed_comm_s, rel=0.01, abs=1e-3 * closed.iteration_s)
 
 
 def test_engine_iteration_buckets_overlap_backward_one_after_another(googlenet):
+    from firesim.compute import NO_OVERHEADS
     from firesim.hardware import resolve_cluster
     from firesim.training import simulate_iteration
 
     c = resolve_cluster("titan")
-    it = simulate_iteration(googlenet, c, 16, "ring", batch_per_gpu=8, bucket_nbytes=2**20, first_bucket_nbytes=2**18)
+    it = simulate_iteration(googlenet, c, 16, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, bucket_nbytes=2**20, first_bucket_nbytes=2**18)
     ready, done = it.bucket_ready_s, it.bucket_done_s
     assert ready.shape == done.shape == (len(it.bucket_nbytes), 16) and len(it.bucket_nbytes) > 5
     assert sum(it.bucket_nbytes) == googlenet.params * 4
@@ -445,31 +447,32 @@ def test_engine_iteration_buckets_overlap_backward_one_after_another(googlenet):
     assert np.all(done[1:] > done[:-1])  # one stream: a bucket ends after the one before it
     assert done[0].max() < it.compute_s  # the first bucket is exchanged while backward runs
     assert np.all(it.rank_end_s >= done[-1]) and it.iteration_s == pytest.approx(it.rank_end_s.max())
-    serial = simulate_iteration(googlenet, c, 16, "ring", batch_per_gpu=8, overlap=False)
+    serial = simulate_iteration(googlenet, c, 16, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, overlap=False)
     assert serial.bucket_ready_s.shape == (1, 16) and serial.bucket_ready_s[0, 0] == pytest.approx(serial.compute_s)
     assert serial.iteration_s > it.iteration_s
 
 
 def test_engine_iteration_stragglers_speeds_and_links(googlenet):
     from firesim.cluster import cluster_topology
+    from firesim.compute import NO_OVERHEADS
     from firesim.hardware import resolve_cluster
     from firesim.training import Stragglers, simulate_iteration
 
     c = resolve_cluster("ethernet-10g")
-    base = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8)
+    base = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS)
     assert base.exposed_comm_s >= 0 and np.all(base.rank_speed == 1.0)
     lag = Stragglers(probability=0.5, slowdown=3.0, jitter=0.1)
-    a = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, stragglers=lag, seed=4)
-    b = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, stragglers=lag, seed=4)
+    a = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, stragglers=lag, seed=4)
+    b = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, stragglers=lag, seed=4)
     assert np.array_equal(a.rank_speed, b.rank_speed) and a.iteration_s == b.iteration_s
     assert a.rank_speed.min() < 0.5 and a.iteration_s > base.iteration_s
-    slow_rank = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, rank_speed=[1, 1, 1, 0.5, 1, 1, 1, 1])
+    slow_rank = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, rank_speed=[1, 1, 1, 0.5, 1, 1, 1, 1])
     # the last bucket cannot start before the slow rank's backward ends (2x compute); it runs slower than
     # alone, since the others ran ahead and their sends to the late rank all start once it posts its recvs
     alone = 2 * base.compute_s + base.exposed_comm_s
     assert alone * 0.999 < slow_rank.iteration_s < alone + base.exposed_comm_s
     G = cluster_topology(c, 8)
-    slow_link = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, topology=G,
+    slow_link = simulate_iteration(googlenet, c, 8, "ring", batch_per_gpu=8, overheads=NO_OVERHEADS, topology=G,
                                    link_overrides={("h3", "s0"): {"efficiency": 0.1}})
     assert slow_link.iteration_s > base.iteration_s
     with pytest.raises(UserError, match="probability"):

@@ -19,7 +19,7 @@ from firerun.calibrate import fit_alpha_beta, fit_slope, pingpong_plan
 from firerun.check import standard_algos
 from firerun.cli import main
 from firerun.env import dist_env
-from firerun.execute import Fault, _compile
+from firerun.executor import Fault, _compile
 from firerun.launch import sbatch_script, supervise
 from firesim.errors import UserError
 from firesim.plans import build, match_messages, split_specs
@@ -207,3 +207,19 @@ def test_cli_slurm_prints_a_script(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "#SBATCH --nodes=3" in out and "-m firerun bench --sizes 1MiB" in out
+
+
+# ---- the public API -----------------------------------------------------------------------------------
+def test_public_api_is_lazy_and_no_name_is_shadowed_by_a_submodule():
+    import pkgutil
+
+    import firerun
+
+    code = "import sys, firerun; firerun.__all__; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # the launcher and --help stay light
+    # once imported, a submodule replaces a package attribute of the same name
+    assert not {m.name for m in pkgutil.iter_modules(firerun.__path__)} & set(firerun.__all__)
+    from firerun import ExecError, Executor, execute, session
+
+    assert callable(execute) and callable(session) and isinstance(Executor, type)
+    assert issubclass(ExecError, RuntimeError)

@@ -8,17 +8,17 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from firesim import hardware as hw
 from firesim.analytic import CommParams
+from firesim.compute import Rates, achieved_rates
 from firesim.errors import UserError
 
-PRESETS = {"titan", "ib-fdr-k80", "dgx-a100", "dgx-h100", "ethernet-10g"}
-GPUS = {"k20x", "k80", "titan-x-maxwell", "p100-sxm2", "v100-sxm2", "a100-sxm4-40gb", "a100-sxm4-80gb",
+PRESETS = {"titan", "ib-fdr-k80", "dgx-a100", "dgx-h100", "dgx-1v", "ethernet-10g"}
+GPUS = {"k20", "k20x", "k80", "titan-x-maxwell", "p100-sxm2", "v100-sxm2", "a100-sxm4-40gb", "a100-sxm4-80gb",
         "h100-sxm", "h200"}
 
 
@@ -75,7 +75,7 @@ def test_presets_resolve_and_name_existing_gpus_and_links():
         assert cluster.gpu == catalog.gpus[entry["gpu"]]
         assert cluster.inter_node_link == catalog.links[entry["inter_node_link"]]
         assert hw.comm_params(cluster, "inter").beta_s_per_byte > 0
-        assert hw.compute_flops(cluster, "fp32", batch_per_gpu=32) > 0
+        assert achieved_rates(cluster, "fp32").conv_flops > 0
     assert [c.name for c in hw.list_presets(catalog)] == list(raw["clusters"])
 
 
@@ -95,8 +95,10 @@ gpus:
     memory_bandwidth_Bps: 300GB/s
     memory_GiB: 16
     price_per_hour_usd: 2.0
-    efficiency_max: {fp32: 0.5, fp16: 0.25}
-    batch_half: 16
+    conv_efficiency: {fp32: 0.5, fp16: 0.25}
+    matmul_efficiency: 0.8
+    memory_efficiency: 0.9
+    layer_overhead_s: 4us
 links:
   toy-net:
     bandwidth_Bps: 80gbit
@@ -152,17 +154,20 @@ def test_gamma_and_price_overrides(tmp_path):
     assert hw.price_per_gpu_hour(hw.resolve_cluster("dgx-a100")) == pytest.approx(40.97 / 8, abs=0.01)
 
 
-def test_compute_flops_efficiency_model(tmp_path):
+def test_achieved_rates_from_the_catalog(tmp_path):
     cluster = hw.resolve_cluster("toy-cluster", hw.load_catalog(write(tmp_path, "toy.yaml", HAND)))
-    assert hw.compute_flops(cluster, "fp32", batch_per_gpu=16) == pytest.approx(10e12 * 0.5 * 0.5)
-    assert hw.compute_flops(cluster, "fp16", batch_per_gpu=48) == pytest.approx(40e12 * 0.25 * 0.75)
-    assert hw.compute_flops(cluster) == pytest.approx(5e12)  # no batch: the large-batch limit
-    sweep = hw.compute_flops(cluster, "fp32", batch_per_gpu=np.array([1, 16, 1024]))
-    assert isinstance(sweep, np.ndarray) and np.all(np.diff(sweep) > 0) and sweep[-1] < 5e12
-    assert "bf16" in user_error(hw.compute_flops, cluster, "bf16", 32)
-    assert "batch_per_gpu" in user_error(hw.compute_flops, cluster, "fp32", 0)
-    titan = hw.resolve_cluster("titan")
-    assert hw.compute_flops(titan, "fp32", 32) == pytest.approx(3.95e12 * 0.30 * 32 / 96)
+    assert achieved_rates(cluster, "fp32") == Rates(conv_flops=10e12 * 0.5, matmul_flops=10e12 * 0.8,
+                                                    memory_Bps=300e9 * 0.9, layer_overhead_s=4e-6, vector_flops=10e12)
+    assert achieved_rates(cluster, "fp16") == Rates(40e12 * 0.25, 40e12 * 0.8, 300e9 * 0.9, 4e-6, 10e12)
+    assert "bf16" in user_error(achieved_rates, cluster, "bf16")  # one number broadcast to fp32 and fp16 only
+    assert set(cluster.gpu.matmul_efficiency) == {"fp32", "fp16"}
+
+
+def test_gpu_efficiencies_cover_every_dtype(tmp_path):
+    missing = write(tmp_path, "m.yaml", "gpus:\n  v100-sxm2: {peak_flops: {fp32: 1e12, fp16: 2e12, bf16: 2e12}}\n")
+    assert "conv_efficiency: no value for bf16" in user_error(hw.load_catalog, missing)
+    orphan = write(tmp_path, "o.yaml", "gpus:\n  k20x: {conv_efficiency: {fp32: 0.2, bf16: 0.3}}\n")
+    assert "bf16 has no peak_flops entry" in user_error(hw.load_catalog, orphan)
 
 
 # ---------------------------------------------------------------------------------------- user overrides
@@ -170,7 +175,7 @@ def test_user_yaml_overrides_and_adds(tmp_path):
     first = write(tmp_path, "first.yaml", """\
         gpus:
           h100-sxm: {price_per_hour_usd: 2.5}
-          a100-sxm4-80gb: {efficiency_max: 0.5}
+          a100-sxm4-80gb: {conv_efficiency: 0.5}
         links:
           ib-xdr: {bandwidth_Bps: 800gbit, latency_s: 0.5us, efficiency: 0.9}
         """)
@@ -190,7 +195,7 @@ def test_user_yaml_overrides_and_adds(tmp_path):
     catalog = hw.load_catalog(first, second)
     assert catalog.gpus["h100-sxm"].price_per_hour_usd == 3.0             # later file wins
     assert catalog.gpus["h100-sxm"].peak_flops == hw.load_catalog().gpus["h100-sxm"].peak_flops
-    assert set(catalog.gpus["a100-sxm4-80gb"].efficiency_max.values()) == {0.5}  # one number, every dtype
+    assert set(catalog.gpus["a100-sxm4-80gb"].conv_efficiency.values()) == {0.5}  # one number, every dtype
     xdr = hw.resolve_cluster("xdr-h100", catalog)
     assert xdr.inter_node_link.bandwidth_Bps == 100e9
     assert hw.price_per_gpu_hour(xdr) == 3.0
@@ -228,8 +233,8 @@ def test_unit_strings_parse(link, expected_Bps):
     assert hw.parse_flops("19.5 TFLOP/s") == 19.5e12
     assert hw.parse_flops("312TFLOPS") == 312e12 and hw.parse_flops(1e9) == 1e9
     gpu = hw.GPU(name="g", peak_flops={"fp32": "1e12"}, memory_bandwidth_Bps="1TB/s", memory_GiB="80GiB",
-                 efficiency_max=1, batch_half=0)
-    assert gpu.memory_GiB == 80 and gpu.memory_bandwidth_Bps == 1e12
+                 conv_efficiency=1, matmul_efficiency=1, memory_efficiency=1, layer_overhead_s="2us")
+    assert gpu.memory_GiB == 80 and gpu.memory_bandwidth_Bps == 1e12 and gpu.layer_overhead_s == pytest.approx(2e-6)
 
 
 # ------------------------------------------------------------------------------------------- bad inputs
@@ -305,12 +310,31 @@ def test_profile_save_resolve_round_trip(tmp_path):
     intra = hw.comm_params(cluster, "intra")
     assert intra == CommParams(profile.overrides["intra"].alpha_s, 1.7e-10, 3.3e-10)
     assert intra.alpha_s == pytest.approx(40e-6, rel=1e-12)  # "40us" parses as 40 * 1e-6
-    for batch in (None, 1, 32, 1024):
-        assert hw.compute_flops(cluster, "fp32", batch_per_gpu=batch) == 2.5e10
-    assert "fp16" in user_error(hw.compute_flops, cluster, "fp16", 32)
+    assert achieved_rates(cluster, "fp32") == Rates(2.5e10, 2.5e10, 3 / 3.3e-10, 0.0)  # no compute section
+    assert "fp16" in user_error(achieved_rates, cluster, "fp16")
     hw.save_profile(make_profile(compute_flops=3e10), path)  # atomic overwrite, no temp files left behind
     assert hw.load_profile(path).compute_flops == 3e10
     assert sorted(p.name for p in path.parent.iterdir()) == ["lab.yaml"]
+
+
+def test_compute_profile_rates_and_compute_only_profiles(tmp_path):
+    compute = hw.ComputeProfile(conv_flops="3 TFLOP/s", matmul_flops=5e12, memory_Bps="400GB/s",
+                                layer_overhead_s="7us",
+                                step_times=[hw.StepTime(model="small_cnn", batch=8, forward_s=0.01, backward_s=0.02)])
+    with_network = hw.profile_to_cluster(make_profile(compute=compute))
+    assert achieved_rates(with_network, "fp32") == Rates(3e12, 5e12, 400e9, 7e-6)
+    alone = make_profile(alpha_s=None, beta_s_per_byte=None, gamma_s_per_byte=None, compute_flops=None,
+                         compute=compute, overrides={}, gpus_per_node=1)
+    path = hw.save_profile(alone, tmp_path / "alone.yaml")
+    cluster = hw.resolve_cluster(str(path))
+    assert cluster.profile == alone and achieved_rates(cluster, "fp32").layer_overhead_s == 7e-6
+    assert "no network figures" in user_error(hw.comm_params, cluster, "inter")
+    with pytest.raises(ValidationError, match="all three or none"):
+        make_profile(alpha_s=None)
+    with pytest.raises(ValidationError, match="compute"):
+        make_profile(compute_flops=None)
+    with pytest.raises(ValidationError, match="dtype"):
+        make_profile(compute=compute.model_copy(update={"dtype": "fp16"}))
 
 
 def test_single_gpu_profile_and_bad_profiles(tmp_path):

@@ -16,15 +16,19 @@ Chunk ``k`` of a buffer of ``numel`` elements is the view ``buf[b[k]:b[k+1]]`` w
 chunks)`` (``torch.tensor_split(buf, b[1:-1])``; note that ``tensor_split(buf, chunks)`` would put the larger
 chunks first, unlike the plan); a span of chunks is one contiguous slice and one message.
 
-Every wait is bounded by ``timeout_s``: when a peer dies or hangs, this rank raises ``ExecError`` naming itself,
-the op it was waiting for and the peer, e.g. ``rank 2: timed out after 5.0 s waiting for reduce chunk 3 from
-rank 1 (op 7 of 12)``.
+Every wait is bounded by ``timeout_s``. When a peer dies or hangs, this rank raises ``ExecError`` naming the
+rank really at fault (found on the job's fault board, ``firerun.liveness``) and what this rank was waiting for,
+e.g. ``rank 2: lost rank 3 (its process exited) while waiting for reduce chunk 3 from rank 1 (op 7 of 12)``;
+without a board (an Executor on a group you made yourself) it names the peer it waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -35,7 +39,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from firerun.errors import ExecError
+from firerun.errors import PEER_FAILED, ExecError
+from firerun.liveness import FaultBoard, Verdict, Wait
 from firerun.names import DTYPE_ALIASES, DTYPE_NAMES
 from firerun.transport import (
     DATA_TAGS,
@@ -69,14 +74,19 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+FAULT_MODES = ("exit", "hang", "stop")
+
+
 @dataclass(frozen=True)
 class Fault:
-    """Fail on purpose after issuing ``after_ops`` plan ops (counted over the executor's life), to prove that
-    the other ranks notice: ``exit`` dies on the spot (exit code 17), ``hang`` stops responding."""
+    """Fail on purpose after issuing ``after_ops`` ops (plan ops and built-in all-reduces, counted over the
+    executor's life), to prove that the other ranks notice and name this rank: ``exit`` dies on the spot (exit
+    code 17), ``hang`` stays alive but stops making progress, ``stop`` sends itself SIGSTOP (the whole process
+    freezes, as under a debugger or a stalled node)."""
 
     rank: int
     after_ops: int
-    mode: Literal["exit", "hang"] = "exit"
+    mode: Literal["exit", "hang", "stop"] = "exit"
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -92,8 +102,8 @@ class Fault:
                         mode=fields.get("mode", "exit"))  # type: ignore[arg-type]
         except (KeyError, ValueError):
             raise UserError(f"{FAULT_ENV}: cannot parse {spec!r}; expected rank=1,after=5,mode=exit") from None
-        if fault.mode not in ("exit", "hang"):
-            raise UserError(f"{FAULT_ENV}: mode must be exit or hang, got {fault.mode!r}")
+        if fault.mode not in FAULT_MODES:
+            raise UserError(f"{FAULT_ENV}: mode must be one of {', '.join(FAULT_MODES)}, got {fault.mode!r}")
         return fault
 
     @classmethod
@@ -104,6 +114,8 @@ class Fault:
     def trigger(self) -> None:
         if self.mode == "exit":
             os._exit(17)
+        if self.mode == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
         time.sleep(24 * 3600)  # deliberately unresponsive; the launcher kills us
 
 
@@ -195,10 +207,11 @@ class Executor:
 
     ``backend`` is 'torch' (torch.distributed, gloo on CPU or NCCL on GPU; ``group`` defaults to the world) or
     'mpi' (mpi4py; ``comm`` defaults to MPI.COMM_WORLD, duplicated so plan messages never match yours).
+    ``board`` (``firerun.session`` makes one) lets failures name the rank really at fault.
     """
 
     def __init__(self, backend: Literal["torch", "mpi"] = "torch", *, group=None, comm=None,
-                 timeout_s: float = 60.0, fault: Fault | None = None):
+                 timeout_s: float = 60.0, fault: Fault | None = None, board: FaultBoard | None = None):
         if timeout_s <= 0:
             raise UserError(f"timeout_s: must be > 0, got {timeout_s}")
         if backend == "torch":
@@ -219,6 +232,15 @@ class Executor:
         self._offsets_s: np.ndarray | None = None  # rank r's clock minus rank 0's (rank 0 only)
         self._synced = False
         self._broken: str | None = None
+        # What this rank is doing, read by the board's watcher thread when another rank raises the alarm:
+        self._run: _Run | None = None  # the plan run in progress
+        self._blocking: tuple[str, tuple[int, ...], float] | None = None  # a call that cannot be interrupted
+        self._idle_since = time.perf_counter()
+        self._verdict: Verdict | None = None  # the job's root cause, once known
+        self._reporting = False  # this rank's main thread is reporting a failure itself
+        self.board = board if board is not None and self.size > 1 else None
+        if self.board is not None:
+            self.board.start(self.current_wait, self._on_verdict)
 
     def __enter__(self) -> Executor:
         return self
@@ -229,10 +251,69 @@ class Executor:
     def close(self) -> None:
         self.transport.close()
 
-    # ---- helpers -----------------------------------------------------------------------------------------
+    # ---- failures ----------------------------------------------------------------------------------------
     def _fail(self, message: str, **kw) -> ExecError:
         self._broken = message
         return ExecError(f"rank {self.rank}: {message}", rank=self.rank, **kw)
+
+    def _failure(self, wait: Wait, fallback: str, **kw) -> ExecError:
+        """This rank saw a failure while ``wait``: name the root cause the board finds (the first rank to see
+        the failure decides it for the job), else ``fallback`` (what this rank saw itself)."""
+        self._reporting = True
+        verdict = self._verdict
+        if verdict is None and self.board is not None:
+            verdict = self.board.blame(wait)
+        if verdict is None or verdict.cause == "unknown":
+            return self._fail(fallback, **kw)
+        return self._fail(f"{verdict.phrase} {wait.what}", culprits=verdict.culprits, cause=verdict.cause, **kw)
+
+    def current_wait(self) -> Wait:
+        """What this rank is blocked on now (called from the watcher thread: reads, never locks)."""
+        now = time.perf_counter()
+        run = self._run
+        if run is not None:
+            return run.current_wait(now)
+        blocking = self._blocking
+        if blocking is not None:
+            what, peers, since = blocking
+            peer = self.transport.waiting_on
+            peers = (peer,) if peer is not None else peers
+            where = f" (waiting for rank {peer})" if peer is not None else ""
+            return Wait(peers, f"in {what}{where}", now - since)
+        return Wait((), "between collectives", now - self._idle_since)
+
+    def _on_verdict(self, verdict: Verdict) -> None:
+        """From the watcher: another rank found the job's root cause. Interrupt what this rank waits for; a
+        call that cannot be interrupted (gloo's own collective, a control message) ends the process with the
+        line the main thread would have printed, as NCCL's async error handling does."""
+        if self._reporting:
+            return  # the main thread reports, with this same verdict from the board
+        self._verdict = verdict
+        run = self._run
+        if run is not None and run.interrupt():
+            return
+        deadline = time.perf_counter() + 0.2  # the main thread may be returning from the call on its own
+        while self._blocking is not None and not self._reporting and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        if self._blocking is None or self._reporting:
+            return  # idle: the next call raises the verdict
+        sys.stdout.flush()
+        sys.stderr.write(f"firerun: rank {self.rank}: {verdict.phrase} {self.current_wait().what}\n")
+        sys.stderr.flush()
+        os._exit(PEER_FAILED)
+
+    @contextlib.contextmanager
+    def _blocked(self, what: str, peers: tuple[int, ...]):
+        """Mark a blocking call (for the watcher), and turn a peer's failure into this rank's ExecError."""
+        self._check_usable()
+        self._blocking = (what, peers, time.perf_counter())
+        try:
+            yield
+        except PeerFailure as err:
+            raise self._control_error(what, err) from None
+        finally:
+            self._blocking = None
+            self._idle_since = time.perf_counter()
 
     def _describe(self, prog: _Program, j: int) -> str:
         k, c0, c1, q = prog.kind[j], prog.c0[j], prog.c1[j], prog.peer[j]
@@ -243,21 +324,33 @@ class Executor:
             return f"compute on {chunks}" if c1 > c0 else "compute"
         return f"{'reduce' if k == Op.REDUCE else 'recv'} {chunks} from rank {q}"
 
-    def _op_error(self, prog: _Program, j: int, err: BaseException | None, waited_s: float) -> ExecError:
+    def _op_error(self, prog: _Program, j: int, err: BaseException | None, waited_s: float,
+                  posting: bool = False) -> ExecError:
         where = f"{self._describe(prog, j)} (op {j + 1} of {prog.n})"
         peer = prog.peer[j]
         if err is None or is_timeout(err):
-            return self._fail(f"timed out after {waited_s:.1f} s waiting for {where}", op_index=j, peer=peer,
-                              timed_out=True)
-        return self._fail(f"lost rank {peer} while waiting for {where}: {short_reason(err)}", op_index=j, peer=peer)
+            return self._failure(Wait((peer,), f"after {waited_s:.1f} s waiting for {where}", waited_s, "timeout"),
+                                 f"timed out after {waited_s:.1f} s waiting for {where}", op_index=j, peer=peer,
+                                 timed_out=True)
+        doing = "posting" if posting else "waiting for"
+        return self._failure(Wait((peer,), f"while {doing} {where}", waited_s, "closed"),
+                             f"lost rank {peer} while {doing} {where}: {short_reason(err)}", op_index=j, peer=peer)
 
     def _control_error(self, what: str, err: PeerFailure) -> ExecError:
+        waited_s = time.perf_counter() - self._blocking[2] if self._blocking is not None else 0.0
+        wait = Wait((err.peer,) if err.peer is not None else (), f"in {what} (waiting for rank {err.peer})",
+                    waited_s, "timeout" if err.timed_out else "closed")
         if err.timed_out:
-            return self._fail(f"timed out after {self.timeout_s:.1f} s in {what} waiting for rank {err.peer}",
-                              peer=err.peer, timed_out=True)
-        return self._fail(f"lost rank {err.peer} in {what}: {err}", peer=err.peer)
+            return self._failure(wait, f"timed out after {self.timeout_s:.1f} s in {what} waiting for rank "
+                                       f"{err.peer}", peer=err.peer, timed_out=True)
+        return self._failure(wait, f"lost rank {err.peer} in {what}: {err}", peer=err.peer)
 
     def _check_usable(self) -> None:
+        verdict = self._verdict
+        if verdict is not None and self._broken is None:
+            self._reporting = True
+            raise self._fail(f"{verdict.phrase}, noticed between collectives", culprits=verdict.culprits,
+                             cause=verdict.cause)
         if self._broken is not None:
             raise ExecError(f"rank {self.rank}: executor unusable after an earlier failure ({self._broken})",
                             rank=self.rank)
@@ -265,23 +358,22 @@ class Executor:
     # ---- control: barrier, clocks, gathers ------------------------------------------------------------------
     def barrier(self, what: str = "barrier") -> None:
         """Dissemination barrier on point-to-point messages: ceil(lg p) rounds, each bounded by timeout_s."""
-        self._check_usable()
         p, r = self.size, self.rank
         token_out, token_in = np.zeros(1), np.zeros(1)
         distance = 1
-        while distance < p:
-            try:
+        with self._blocked(what, self._others()):
+            while distance < p:
                 self.transport.sendrecv(token_out, (r + distance) % p, token_in, (r - distance) % p,
                                         self.timeout_s)
-            except PeerFailure as err:
-                raise self._control_error(what, err) from None
-            distance *= 2
+                distance *= 2
+
+    def _others(self) -> tuple[int, ...]:
+        return tuple(q for q in range(self.size) if q != self.rank)
 
     def gather(self, local: np.ndarray, sizes: list[int], what: str = "gather") -> list[np.ndarray] | None:
         """float64 arrays of known sizes from every rank to rank 0 (None elsewhere)."""
-        self._check_usable()
         local = np.ascontiguousarray(local, dtype=np.float64)
-        try:
+        with self._blocked(what, self._others() if self.rank == 0 else (0,)):
             if self.rank != 0:
                 self.transport.sendrecv(local, 0, None, None, self.timeout_s)
                 return None
@@ -291,21 +383,16 @@ class Executor:
                 self.transport.sendrecv(None, None, buf, q, self.timeout_s)
                 out.append(buf)
             return out
-        except PeerFailure as err:
-            raise self._control_error(what, err) from None
 
     def broadcast(self, values: np.ndarray, what: str = "broadcast") -> np.ndarray:
         """float64 array from rank 0 to every rank (same size everywhere)."""
-        self._check_usable()
         values = np.ascontiguousarray(values, dtype=np.float64).copy()
-        try:
+        with self._blocked(what, self._others() if self.rank == 0 else (0,)):
             if self.rank == 0:
                 for q in range(1, self.size):
                     self.transport.sendrecv(values, q, None, None, self.timeout_s)
             else:
                 self.transport.sendrecv(None, None, values, 0, self.timeout_s)
-        except PeerFailure as err:
-            raise self._control_error(what, err) from None
         return values
 
     def reduce_max(self, value: float) -> float:
@@ -331,10 +418,9 @@ class Executor:
             return np.zeros(1)
         if self._synced:
             return self._offsets_s
-        self._check_usable()
         key = float(_clock_key())
         offsets = np.zeros(self.size)
-        try:
+        with self._blocked("clock synchronisation", self._others() if self.rank == 0 else (0,)):
             for q in range(1, self.size):
                 if self.rank == 0:
                     best_rtt = np.inf
@@ -355,8 +441,6 @@ class Executor:
                         self.transport.sendrecv(np.array([time.perf_counter(), key]), 0, None, None, self.timeout_s)
                         if ping[1] == key:
                             break
-        except PeerFailure as err:
-            raise self._control_error("clock synchronisation", err) from None
         self._offsets_s = offsets if self.rank == 0 else None
         self._synced = True
         return self._offsets_s
@@ -426,10 +510,20 @@ class Executor:
     def _interpret(self, prog: _Program, buf: torch.Tensor) -> tuple[list[float], list[float]]:
         run = _Run(self, prog, buf)
         tr = self.transport
-        if tr.pushes:
-            run.drive_pushed()
-        else:
-            run.drive_polled()
+        self._run = run
+        try:
+            if tr.pushes:
+                run.drive_pushed()
+            else:
+                run.drive_polled()
+        except _Failed as failed:
+            raise self._op_error(prog, failed.op, failed.err, failed.waited_s, failed.posting) from None
+        except _Interrupted:
+            self._run = None
+            raise self._failure(run.current_wait(time.perf_counter()), "interrupted") from None
+        finally:
+            self._run = None
+            self._idle_since = time.perf_counter()
         tr.synchronize()
         return run.t_start, run.t_end
 
@@ -456,10 +550,38 @@ class Executor:
     def allreduce_builtin(self, tensor: torch.Tensor) -> None:
         """torch.distributed.all_reduce or MPI_Allreduce on ``tensor``, in place, bounded by timeout_s."""
         self._check_usable()
+        self._tick()
+        others = self._others()
+        self._blocking = ("the built-in all_reduce", others, time.perf_counter())
         try:
             self.transport.allreduce_builtin(tensor.view(-1), self.timeout_s)
         except TransportError as err:
-            raise self._fail(err.reason, timed_out=err.timed_out) from None
+            waited_s = time.perf_counter() - self._blocking[2]
+            wait = Wait(others, f"after {waited_s:.1f} s in the built-in all_reduce" if err.timed_out else
+                        "in the built-in all_reduce", waited_s, "timeout" if err.timed_out else "closed")
+            raise self._failure(wait, err.reason, timed_out=err.timed_out) from None
+        finally:
+            self._blocking = None
+            self._idle_since = time.perf_counter()
+
+    def _tick(self) -> None:
+        """Count an op towards the injected fault, and trigger it when due."""
+        if self.fault is not None:
+            self._issued += 1
+            if self._issued > self.fault.after_ops:
+                self.fault.trigger()
+
+
+class _Failed(Exception):
+    """Op ``op`` of a run failed (``err``: the backend's error; None: timed out); the main thread words it."""
+
+    def __init__(self, op: int, err: BaseException | None, waited_s: float, posting: bool = False):
+        super().__init__(op)
+        self.op, self.err, self.waited_s, self.posting = op, err, waited_s, posting
+
+
+class _Interrupted(Exception):
+    """The board's watcher delivered the job's verdict while this rank waited."""
 
 
 class _Run:
@@ -494,6 +616,9 @@ class _Run:
         self.busy_until = 0.0
         self.error: BaseException | None = None
         self.last_progress = time.perf_counter()
+        self.busy_since = 0.0  # set while a thread issues or applies ops: a rank stuck there waits for nobody
+        self.cond: threading.Condition | None = None  # the pushed driver's lock
+        self.interrupted = False
 
     # ---- rules ---------------------------------------------------------------------------------------------
     def chunks_free(self, c0: int, c1: int) -> bool:
@@ -523,9 +648,7 @@ class _Run:
             if (k == Op.SEND or k == Op.COMPUTE) and c1 > c0 and not self.chunks_free(c0, c1):
                 return
             if ex.fault is not None:
-                ex._issued += 1
-                if ex._issued > ex.fault.after_ops:
-                    ex.fault.trigger()
+                ex._tick()
             t = now()
             self.t_start[j] = t
             self.next = j + 1
@@ -555,8 +678,7 @@ class _Run:
                         pending[c].append(j)
                     tr.irecv(j, target, peers[j], tags[j])
             except (RuntimeError, OSError) as err:
-                raise ex._fail(f"lost rank {peers[j]} while posting {ex._describe(prog, j)} (op {j + 1} of "
-                               f"{self.n}): {short_reason(err)}", op_index=j, peer=peers[j]) from None
+                raise _Failed(j, err, t - self.last_progress, posting=True) from None
 
     def finish_ready(self, j: int, t_seen: float) -> None:
         """Complete j if every earlier op on its chunks has, then every op that this unblocks (rule 2)."""
@@ -593,7 +715,7 @@ class _Run:
 
     def complete(self, j: int, t_seen: float, err: BaseException | None) -> None:
         if err is not None:
-            raise self.ex._op_error(self.prog, j, err, self.ex.timeout_s)
+            raise _Failed(j, err, t_seen - self.last_progress)
         self.arrived[j] = 1
         self.last_progress = t_seen
         self.finish_ready(j, t_seen)
@@ -610,41 +732,86 @@ class _Run:
     def done(self) -> bool:
         return self.left == 0 and self.next == self.n
 
-    def _timeout(self) -> ExecError:
-        return self.ex._op_error(self.prog, self.blocker(), None, time.perf_counter() - self.last_progress)
+    def _timeout(self) -> _Failed:
+        return _Failed(self.blocker(), None, time.perf_counter() - self.last_progress)
+
+    def current_wait(self, now: float) -> Wait:
+        """What this run waits for (read from the watcher thread without the lock: a snapshot is enough)."""
+        prog, busy = self.prog, self.busy_since
+        if busy:
+            j = min(self.next, self.n - 1)
+            return Wait((), f"in {self.ex._describe(prog, j)} (op {j + 1} of {self.n})", now - busy)
+        if self.computing >= 0:
+            return Wait((), f"computing (op {self.computing + 1} of {self.n})", 0.0)
+        j = self.blocker()
+        return Wait((prog.peer[j],), f"while waiting for {self.ex._describe(prog, j)} (op {j + 1} of {self.n})",
+                    now - self.last_progress)
+
+    def interrupt(self) -> bool:
+        """Make the main thread raise _Interrupted; False if a thread is stuck inside the run."""
+        self.interrupted = True  # drive_polled looks between slices, drive_pushed before it first waits
+        cond = self.cond
+        if cond is None:
+            return True
+        if not cond.acquire(timeout=0.5):
+            return False
+        try:
+            if self.error is None:
+                self.error = _Interrupted()
+            cond.notify_all()
+        finally:
+            cond.release()
+        return True
+
+    def step(self, t: float) -> None:
+        """advance(), marked busy for the watcher."""
+        self.busy_since = t
+        try:
+            self.advance()
+        finally:
+            self.busy_since = 0.0
 
     # ---- drivers -------------------------------------------------------------------------------------------
     def drive_polled(self) -> None:
-        """Single thread: issue, poll, apply, repeat."""
+        """Single thread: issue, poll, apply, repeat. With a fault board, waits are sliced so that a verdict
+        from the watcher is seen within 50 ms."""
         tr, timeout = self.tr, self.ex.timeout_s
-        self.advance()
+        slice_s = 0.05 if self.ex.board is not None else float("inf")
+        self.step(time.perf_counter())
         while not self.done:
+            if self.interrupted:
+                raise _Interrupted()
             if tr.outstanding():
-                deadline = self.last_progress + timeout
+                deadline = min(self.last_progress + timeout, time.perf_counter() + slice_s)
                 if self.computing >= 0:
                     deadline = min(deadline, self.busy_until)
                 events = tr.wait_some(deadline)
                 for j, t, err in events:
+                    self.busy_since = t
                     self.complete(j, t, err)
+                    self.busy_since = 0.0
             elif self.computing >= 0:
-                time.sleep(max(self.busy_until - time.perf_counter(), 0.0))
+                time.sleep(max(min(self.busy_until - time.perf_counter(), slice_s), 0.0))
             if not self.done and time.perf_counter() - self.last_progress >= timeout and self.computing < 0:
                 raise self._timeout()
-            self.advance()
+            self.step(time.perf_counter())
 
     def drive_pushed(self) -> None:
         """Waiter threads report completions; whichever sees one applies it and issues what it unblocks."""
-        lock = threading.Condition()
+        lock = self.cond = threading.Condition()
 
         def on_complete(j: int, t: float, err: BaseException | None) -> None:
             with lock:
                 if self.error is not None:
                     return
+                self.busy_since = t
                 try:
                     self.complete(j, t, err)
                     self.advance()
                 except BaseException as exc:  # handed to the main thread, which raises it
                     self.error = exc
+                finally:
+                    self.busy_since = 0.0
                 if self.done or self.error is not None:
                     lock.notify_all()
 
@@ -652,7 +819,9 @@ class _Run:
         self.tr.set_handler(on_complete)
         try:
             with lock:
-                self.advance()
+                if self.interrupted:
+                    raise _Interrupted()
+                self.step(time.perf_counter())
                 while not self.done and self.error is None:
                     now = time.perf_counter()
                     wake = self.last_progress + timeout
@@ -662,7 +831,7 @@ class _Run:
                         lock.wait(wake - now)
                         continue
                     if self.computing >= 0:
-                        self.advance()
+                        self.step(now)
                         continue
                     raise self._timeout()
                 if self.error is not None:

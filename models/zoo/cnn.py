@@ -1,4 +1,4 @@
-"""The model zoo: plain PyTorch definitions of the networks the simulator reasons about.
+"""The convolutional networks of the zoo (the FireCaffe era), in plain PyTorch.
 
 torchvision has no CPU build on our machines, so every network is written here. The ImageNet models
 follow the reference definitions whose parameter counts and multiply-adds the literature quotes
@@ -6,16 +6,14 @@ follow the reference definitions whose parameter counts and multiply-adds the li
 (ceil-mode pooling, biases, LRN), AlexNet / VGG / ResNet-50 as in torchvision. The CIFAR-size nets are
 small enough for real multi-process data-parallel runs on a 2-core CPU.
 
-Build by name with `build("googlenet")`; to get a weightless model for profiling, build it under
+Build by name with `models.zoo.build("googlenet")`; to get a weightless model for profiling, build it under
 `with torch.device("meta"):`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import torch
@@ -23,21 +21,11 @@ from torch import nn
 
 from firesim.errors import UserError
 
-IMAGENET_TRAIN_IMAGES = 1_281_167
-CIFAR10_TRAIN_IMAGES = 50_000
-
 __all__ = [
-    "CIFAR10_TRAIN_IMAGES",
-    "IMAGENET_TRAIN_IMAGES",
-    "MODELS",
-    "ModelSpec",
     "Residual",
     "alexnet",
-    "build",
     "cifar_nin",
-    "get_spec",
     "googlenet",
-    "list_models",
     "nin",
     "resnet18_cifar",
     "resnet50",
@@ -53,7 +41,7 @@ __all__ = [
 
 
 class Residual(nn.Module):
-    """`x + identity` as a module, so that the profiler's forward hooks see (and count) the add."""
+    """`x + identity` as a module, so that a profile shows the residual add as a layer of its own."""
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         return x + identity
@@ -484,66 +472,3 @@ class SmallCNN(nn.Module):
 def small_cnn(num_classes: int = 10) -> SmallCNN:
     """Tiny CIFAR-size CNN (32x32 input)."""
     return _init_weights(SmallCNN(num_classes))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Registry
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the simulator needs to know about a registered model besides its layers."""
-
-    name: str
-    builder: Callable[..., nn.Module]
-    input_shape: tuple[int, int, int]  # (C, H, W) of one sample
-    num_classes: int
-    dataset: str
-    train_images: int  # size of the training set: one epoch = this many samples
-    description: str
-
-
-def _imagenet(name: str, builder: Callable[..., nn.Module], description: str) -> ModelSpec:
-    return ModelSpec(name, builder, (3, 224, 224), 1000, "imagenet-1k", IMAGENET_TRAIN_IMAGES, description)
-
-
-def _cifar(name: str, builder: Callable[..., nn.Module], description: str) -> ModelSpec:
-    return ModelSpec(name, builder, (3, 32, 32), 10, "cifar-10", CIFAR10_TRAIN_IMAGES, description)
-
-
-MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in (
-    _imagenet("nin", nin, "Network-in-Network (Caffe model zoo), trained in the FireCaffe paper"),
-    _imagenet("alexnet", alexnet, "AlexNet, ungrouped torchvision layout"),
-    _imagenet("googlenet", googlenet, "GoogLeNet / Inception v1 (BVLC Caffe), trained in the FireCaffe paper"),
-    _imagenet("vgg16", vgg16, "VGG-16 (config D)"),
-    _imagenet("vgg19", vgg19, "VGG-19 (config E)"),
-    _imagenet("resnet50", resnet50, "ResNet-50 v1.5 (torchvision layout)"),
-    _cifar("small_cnn", small_cnn, "Tiny CNN for fast multi-process tests"),
-    _cifar("cifar_nin", cifar_nin, "Network-in-Network, CIFAR-10 version"),
-    _cifar("resnet18_cifar", resnet18_cifar, "ResNet-18 for 32x32 inputs, width 64"),
-    _cifar("resnet18_cifar_w16", functools.partial(resnet18_cifar, width=16),
-           "ResNet-18 for 32x32 inputs at width 16: cheap enough for real 2-core runs"),
-)})
-"""Every registered model by name; read-only."""
-
-
-def list_models() -> list[str]:
-    """Names of the registered models, in registry order (ImageNet models first)."""
-    return list(MODELS)
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The registry entry for `name`; unknown names raise `UserError` listing the known ones."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise UserError(f"model: unknown name {name!r}; known: {', '.join(MODELS)}") from None
-
-
-def build(name: str, **kwargs) -> nn.Module:
-    """A fresh model by registry name; `kwargs` go to its builder (e.g. `num_classes`, `width`).
-
-    Build under `with torch.device("meta"):` to get the structure without allocating weights.
-    """
-    return get_spec(name).builder(**kwargs)
