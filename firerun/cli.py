@@ -314,7 +314,7 @@ def calibrate(
     compute: Annotated[bool, typer.Option(help="Also measure the compute roofline: matmul, memory bandwidth, "
                                                "kernel overhead, zoo models' step times (alone on one rank).")] = False,
     models: Annotated[str | None, typer.Option(help="Zoo models whose steps --compute times (default: "
-                                                    "small_cnn,resnet18_cifar_w16 on cpu; resnet50,bert_base on cuda).")] = None,
+                                                    "small_cnn, resnet18_cifar_w16 on cpu; resnet50, bert_base on cuda).")] = None,
     compute_batch: Annotated[int | None, typer.Option(min=1, max=4096, help="Batch of the timed steps (default 8 "
                                                       "on cpu, 64 on cuda).")] = None,
     backend: Backend = "torch",

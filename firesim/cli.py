@@ -80,7 +80,7 @@ def _memory(cell: tuple[float, bool | None, float | None]) -> str:
 def predict(
     model: Annotated[str, typer.Option(help="Model from `firesim models list`, or a profile .json.")] = "googlenet",
     seq_len: Annotated[int | None, typer.Option(min=1, max=2**24, help="Tokens per sequence; must be the profile's "
-                                                "own (`firerun profile --seq-len` writes others).")] = None,
+                                                "own (firerun profile --seq-len N writes others).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset from `firesim hardware list`, or a cluster/profile YAML.")] = "titan",
     gpus: Annotated[str, typer.Option(help="GPU counts: 1,32,128 or 1:128.")] = "1,32,128",
     algo: Annotated[str, typer.Option(help="Algorithms, comma-separated (see `firesim plans list`).")] = "tree,ps,ring",
@@ -96,7 +96,8 @@ def predict(
     dtype: Annotated[str, typer.Option(help="Compute type: fp32, tf32, or mixed precision fp16, bf16, fp8 (fp32 master weights).")] = "fp32",
     grad_dtype: Annotated[str | None, typer.Option(help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")] = None,
     optimizer: Annotated[str, typer.Option(help="auto (momentum for convnets, adamw otherwise), sgd, momentum, adam, adamw, lamb.")] = "auto",
-    overheads: Annotated[str, typer.Option(help="default, none, or interference=0.189,spread=0.01,optimizer=on,input=catalog|none|RATE.")] = "default",
+    overheads: Annotated[str, typer.Option(help="default, none, or key=value items, e.g. interference=0.189, spread=0.01, optimizer=on, "
+                                             "input=catalog or none or a RATE.")] = "default",
     overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
     bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
     engine: Annotated[Literal["analytic", "des"], typer.Option(help="analytic (closed form, instant) or des (the simulator).")] = "analytic",

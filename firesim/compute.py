@@ -81,7 +81,7 @@ def precision(dtype: str, grad_dtype: str | None = None) -> Precision:
     """``grad_dtype`` None: fp64 for fp64, else fp32 (mixed precision keeps fp32 gradients, as torch.autocast)."""
     if dtype not in DTYPE_NBYTES:
         raise UserError(f"dtype: must be one of {', '.join(DTYPE_NBYTES)}, got {dtype!r}")
-    grad = grad_dtype or ("fp64" if dtype == "fp64" else "fp32")
+    grad = ("fp64" if dtype == "fp64" else "fp32") if grad_dtype is None else grad_dtype
     if grad not in GRAD_DTYPES:
         raise UserError(f"grad-dtype: must be one of {', '.join(GRAD_DTYPES)}, got {grad!r}")
     return Precision(dtype, grad, DTYPE_NBYTES[dtype], DTYPE_NBYTES[grad])
@@ -269,8 +269,10 @@ NO_OVERHEADS = Overheads(interference=0.0, gpu_spread=0.0, optimizer=False, inpu
 def parse_overheads(text: str | None) -> Overheads:
     """'default', 'none', or key=value: interference=0.189, spread=0.01, optimizer=on|off,
     input=catalog|none|<samples/s per node>; keys not given keep their defaults."""
-    text = (text or "default").strip()
-    if text in ("default", ""):
+    text = "default" if text is None else text.strip()
+    if not text:
+        raise UserError("overheads: empty; give default, none or key=value items such as interference=0.2")
+    if text == "default":
         return Overheads()
     if text == "none":
         return NO_OVERHEADS

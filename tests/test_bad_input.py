@@ -40,6 +40,8 @@ REQUIRED = {
     ("validate", "topology"): STAR4,
     ("emulate", "up", "topology"): STAR4,
     ("emulate", "down", "target"): "fr0000",
+    ("profile", "model"): "small_cnn",
+    ("profile", "output"): "small.json",
 }
 # Commands that pass the rest of the line to a firerun command: a harmless one to start.
 TRAILING = {("run",): ["env"], ("slurm",): ["env"]}

@@ -1,12 +1,14 @@
-"""Every example in the README and in every `--help` text runs as printed.
+r"""Every example in the README and in every `--help` text runs as printed.
 
-Examples are found, not listed: README code-block lines that start with `firesim`, `firerun`, `$ firesim`,
-`$ firerun` or `sudo .venv/bin/firerun` (with `\\` continuations), the backticked commands in the first
-column of README tables, and backticked `firesim ...` / `firerun ...` commands in the help of every command
-and option of both CLIs. `firesim` examples run in full. `firerun` examples that start ranks run through
-every check `firerun run` makes before it starts a rank (the command parsed and validated as printed, the
-rank count against the machine), and one short example runs for real; the few that need root or minutes
-are named in SLOW with the reason.
+Examples are found, not listed: in README code blocks, lines that start with `$ firesim`/`$ firerun` (any block)
+or with `firesim`/`firerun` (bash blocks; `NAME=value` prefixes and `\` continuations as a shell reads them);
+the backticked commands in the first column of README tables; and backticked `firesim ...` / `firerun ...`
+commands in the help of every command and option of both CLIs. The commands of one code block run in order in
+one directory (a later one may read what an earlier one wrote), from a directory that has the repository's
+`examples/`, as a reader in the repository would. `firesim` examples run in full. `firerun` examples that
+start ranks run through every check `firerun run` makes before it starts a rank (the command parsed and
+validated as printed, the rank count against the machine), and one short example runs for real; the few that
+need root or minutes are named in SLOW with the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import firerun.cli
 import firesim.cli
 
 ROOT = Path(__file__).resolve().parents[1]
-_COMMAND = r"(?:\$ |sudo \.venv/bin/)?(firesim|firerun)(?: |$)"
+_COMMAND = r"(?:[A-Z_]+=\S+ )*(?:sudo \.venv/bin/)?(?:firesim|firerun)(?: |$)"
 
 # Examples that start ranks for minutes or need root: checked (parsed and validated in full, as `firerun run`
 # does before starting anything) but not run here. The reason is part of the record.
@@ -43,25 +45,28 @@ SLOW = {
 RUN_FOR_REAL = "firerun run --nproc 4 exec --algo tree --size 16MiB --trace t.json --chrome c.json"
 
 
-def readme_examples() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    found, in_code, pending = [], False, ""
-    for line in text.splitlines():
+def readme_examples() -> list[list[str]]:
+    """The README's examples, grouped: the commands of one code block together, each table cell alone."""
+    groups, block, language, pending = [], None, "", ""
+    for line in (ROOT / "README.md").read_text().splitlines():
         if line.startswith("```"):
-            in_code = not in_code
+            if block is None:
+                block, language = [], line[3:].strip()
+            else:
+                groups += [block] if block else []
+                block = None
             continue
-        if in_code:
+        if block is not None:
             line = pending + line.strip()
             if line.endswith("\\"):
                 pending = line[:-1] + " "
                 continue
             pending = ""
-            if re.match(_COMMAND, line):
-                found.append(line.split("  #")[0].strip())
-        elif line.startswith("| `fire"):
-            first_cell = line.split("|")[1]
-            found += re.findall(r"`((?:firesim|firerun)(?: [^`]*)?)`", first_cell)
-    return [" ".join(re.sub(r"^(\$ |sudo \.venv/bin/)", "", e).split()) for e in found]
+            if re.match(r"\$ " + _COMMAND, line) or language in ("bash", "sh") and re.match(_COMMAND, line):
+                block.append(" ".join(re.split(r"\s{2,}#", line)[0].removeprefix("$ ").split()))
+        elif re.match(r"\| `" + _COMMAND, line):
+            groups += [[" ".join(e.split())] for e in re.findall(rf"`({_COMMAND}[^`]*)`", line.split("|")[1])]
+    return groups
 
 
 def help_examples() -> list[str]:
@@ -77,7 +82,7 @@ def help_examples() -> list[str]:
 
 
 def test_examples_are_found():
-    readme = readme_examples()
+    readme = [e for group in readme_examples() for e in group]
     assert len(readme) >= 15 and any(e.startswith("firerun slurm") for e in readme)
     assert "firesim hardware list" in readme and "firesim models list" in readme
     assert any(e.startswith("firerun run") for e in help_examples())
@@ -94,15 +99,26 @@ def _main(module, args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-EXAMPLES = sorted(set(readme_examples() + help_examples()))
+GROUPS = readme_examples() + [[e] for e in help_examples()]
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e[:60] for e in EXAMPLES])
-def test_example_runs_as_printed(example, tmp_path, monkeypatch):
+@pytest.mark.parametrize("group", GROUPS, ids=[" && ".join(g)[:70] for g in GROUPS])
+def test_examples_run_as_printed(group, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "100")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    args = shlex.split(example)
+    for example in group:
+        _run_example(example, tmp_path, monkeypatch)
+
+
+def _run_example(example: str, tmp_path: Path, monkeypatch) -> None:
+    args = shlex.split(re.sub(r"^sudo \.venv/bin/", "", example))
+    while "=" in args[0]:  # NAME=value prefixes, as the shell applies them
+        name, _, value = args.pop(0).partition("=")
+        monkeypatch.setenv(name, value)
+        if name == "PYTHONPATH":
+            monkeypatch.syspath_prepend(str(tmp_path / value))
+    example = " ".join(args)
     if args[0] == "firesim":
         code, out, err = _main(firesim.cli, args[1:])
         assert code == 0, err
@@ -118,7 +134,7 @@ def test_example_runs_as_printed(example, tmp_path, monkeypatch):
     if args[1] == "validate":  # the checks up to building the emulated cluster (which needs root)
         assert example in SLOW
         monkeypatch.setattr("firerun.validate.validate", lambda *a, **kw: started.append(a) or _stop())
-    elif args[1] == "run" and example not in SLOW and example != RUN_FOR_REAL:
+    elif args[1] == "run" and example not in SLOW:
         pytest.fail(f"{example!r} starts ranks: run it for real or list it in SLOW with the reason")
     try:
         code, out, err = _main(firerun.cli, args[1:])
