@@ -307,8 +307,9 @@ def _normal_scores(n: int) -> np.ndarray:
 
 
 def gpu_spread_factor(gpus: int, spread: float) -> float:
-    """How much longer the slowest of ``gpus`` GPUs takes than a nominal one."""
-    return 1.0 + spread * float(_normal_scores(gpus)[-1]) if gpus > 1 else 1.0
+    """How much longer the slowest of ``gpus`` GPUs takes than a nominal one (the largest of ``_normal_scores``,
+    computed alone: a prediction for 2**31 GPUs must not list them)."""
+    return 1.0 + spread * NormalDist().inv_cdf((gpus - 0.375) / (gpus + 0.25)) if gpus > 1 else 1.0
 
 
 def rank_spread_factors(gpus: int, spread: float, seed: int = 0) -> np.ndarray:

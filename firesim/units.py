@@ -109,7 +109,7 @@ def format_bytes(nbytes: float) -> str:
     for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
             value = nbytes / scale
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.2f}{unit}"
+            return f"{value:,.0f}{unit}" if value == int(value) or value >= 1000 else f"{value:.2f}{unit}"
     return f"{int(nbytes)}B"
 
 

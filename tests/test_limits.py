@@ -166,3 +166,18 @@ def test_the_largest_job_is_checked_and_costed_without_listing_its_ranks(spec):
     if choice.has_closed_form:
         assert choice.time(p, 2**30, Levels(CommParams(1e-6, 1e-10, 1e-11), CommParams(1e-6, 1e-11, 1e-11), 8)) > 0
     assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize("command", [["predict", "--batch", "2147483647", "--gpus"], ["collective", "--ranks"],
+                                     ["predict", "--engine", "des", "--batch", "2147483647", "--gpus"]])
+def test_the_largest_counts_any_option_accepts_finish_at_once(command, capsys):
+    """Every algorithm at 2**31 - 1 GPUs: a closed-form answer or a one-line refusal within seconds, never a
+    list of every rank (hierarchical's groups, the slowest of n GPUs' normal scores once did that)."""
+    from firesim.cli import main
+
+    specs = ",".join(sorted(set(_specs()) - {"hierarchical"}))
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, str(2**31 - 1), "--algo", specs, "--json"])
+    assert exit_.value.code in (0, 2), capsys.readouterr().err
+    assert time.perf_counter() - start < 30.0
