@@ -476,10 +476,6 @@ def _worker(spec_path: str) -> None:
 # presentation: table, plot, CLI
 
 
-def _fmt_s(x: float) -> str:
-    return f"{x * 1e3:.1f} ms" if x < 10 else f"{x:.2f} s"
-
-
 def summary_line(report: ValidationReport) -> str:
     return (f"{report.topology}: {report.hosts} ranks, {report.backend}, {report.shaper} shaping, alpha {report.alpha_s * 1e6:.0f} us, "
             f"gamma {report.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {report.buffered_bytes / 2**20:.2f} MiB, "
@@ -488,15 +484,16 @@ def summary_line(report: ValidationReport) -> str:
 
 def format_table(report: ValidationReport) -> str:
     """The report as a Markdown table (what docs/validation.md shows)."""
-    from firesim.units import format_bytes
+    from firesim.units import format_bytes, format_duration
 
     lines = ["| algo | size | measured median (min-max) | predicted | error | error if the other send model "
              "| link bytes vs plan |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for c in report.cases:
         other_s = c.predicted_rendezvous_s if c.eager else c.predicted_eager_s
-        lines.append(f"| {c.algo} | {format_bytes(c.nbytes)} | {_fmt_s(c.measured_s)} "
-                     f"({_fmt_s(c.measured_min_s)}-{_fmt_s(c.measured_max_s)}) | {_fmt_s(c.predicted_s)} | "
+        lines.append(f"| {c.algo} | {format_bytes(c.nbytes)} | {format_duration(c.measured_s)} "
+                     f"({format_duration(c.measured_min_s)}-{format_duration(c.measured_max_s)}) | "
+                     f"{format_duration(c.predicted_s)} | "
                      f"{c.error * 100:+.1f} % | {(other_s - c.measured_s) / c.measured_s * 100:+.1f} % "
                      f"({'rendezvous' if c.eager else 'eager'}) | {c.link_bytes_error * 100:.1f} % |")
     lines.append("")
