@@ -20,11 +20,19 @@ from firerun import emulate, validate
 from firerun.env import dist_env
 from firerun.errors import ExecError
 from firerun.names import BUILTIN, dtype_name
-from firesim.clikit import Column, command, handle_error, output_file, print_table, safe_name
+from firesim.clikit import Column, command, handle_error, output_dir, output_file, print_table, safe_name
 from firesim.errors import UserError
 from firesim.io import write_json_atomic, write_text_atomic
 from firesim.plans import Plan, resolve, split_specs
-from firesim.units import MAX_COUNT, format_bytes, parse_bytes, parse_int_list, parse_size_list, split_list
+from firesim.units import (
+    MAX_COUNT,
+    format_bytes,
+    parse_bytes,
+    parse_fraction,
+    parse_int_list,
+    parse_size_list,
+    split_list,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run communication plans for real (torch.distributed or MPI), benchmark, calibrate, launch.")
@@ -41,6 +49,7 @@ JsonOut = Annotated[Path | None, typer.Option("--json", parser=output_file(".jso
 Iters = Annotated[int, typer.Option(min=1, max=10**6, help="Timed runs per round.")]
 Reps = Annotated[int, typer.Option(min=1, max=1000, help="Rounds interleaving the algorithms; the median is reported.")]
 Factor = Annotated[float, typer.Option(min=1.01, max=1024.0, help="Step factor between sizes of a range (nccl-tests -f).")]
+SYNTHETIC_LIMIT_NBYTES = 1 << 30  # synthetic images held by each rank
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
 # Elements per buffer a check may ask for: 2**28 float32 is 1 GiB on every rank.
 MAX_NUMEL = 2**28
@@ -392,39 +401,233 @@ def calibrate(
 def train(
     model: Annotated[str, typer.Option(help="A CIFAR-size model of models.zoo: small_cnn, resnet18_cifar_w16 ...")]
     = "small_cnn",
-    algo: Annotated[str, typer.Option(help="The gradient exchange: ring, tree, ps:servers=2 ...")] = "ring",
-    steps: Annotated[int, typer.Option(min=1, max=10**6, help="SGD steps.")] = 20,
-    batch: Annotated[int, typer.Option(min=1, max=2**16, help="Batch per worker.")] = 32,
-    lr: Annotated[float, typer.Option(min=1e-9, max=1e3, help="Learning rate.")] = 0.05,
-    seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the weights and the synthetic data.")] = 0,
+    data: Annotated[Literal["digits", "synthetic"], typer.Option(help="digits (real 8x8 images from scikit-learn, held-out split) or "
+                                           "synthetic (random images, for timing).")] = "synthetic",
+    algo: Annotated[str, typer.Option(help="Gradient exchange: a plan (ring, tree, ps:servers=2 ...) or builtin "
+                                           "(the backend's all_reduce). With --nproc, a list to rank.")] = "ring",
+    steps: Annotated[int, typer.Option(min=1, max=10**6, help="Optimizer steps of the whole run.")] = 20,
+    batch: Annotated[int, typer.Option(min=1, max=2**16, help="Micro-batch per worker (global batch = batch x "
+                                       "workers x accumulation).")] = 32,
+    accumulation: Annotated[int, typer.Option(min=1, max=2**16, help="Micro-batches per optimizer step "
+                                              "(ddp.no_sync).")] = 1,
+    lr: Annotated[float, typer.Option(min=1e-9, max=1e3, help="Learning rate tuned for --base-batch.")] = 0.05,
+    base_batch: Annotated[int | None, typer.Option(min=1, max=MAX_COUNT, help="Global batch --lr was tuned for "
+                                                   "(default: this run's, no scaling).")] = None,
+    lr_scaling: Annotated[Literal["linear", "sqrt", "none"], typer.Option(
+        help="Scale the LR with batch/base-batch: linear, sqrt or none.")] = "linear",
+    warmup_steps: Annotated[int, typer.Option(min=0, max=10**6, help="Gradual warmup from --lr to the scaled LR "
+                                              "over these steps.")] = 0,
+    decay: Annotated[Literal["constant", "poly", "step", "cosine"], typer.Option(
+        help="After warmup: constant, poly (FireCaffe), step or cosine.")] = "constant",
+    power: Annotated[float, typer.Option(min=1e-6, max=100.0, help="poly decay exponent.")] = 0.5,
+    milestones: Annotated[str, typer.Option(help="step decay: fractions of the decay phase.")] = "0.5,0.75",
+    gamma: Annotated[float, typer.Option(min=1e-9, max=1.0, help="step decay factor.")] = 0.1,
+    momentum: Annotated[float, typer.Option(min=0.0, max=0.9999, help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="L2 weight decay.")] = 0.0,
+    lars: Annotated[bool, typer.Option("--lars/--no-lars", help="Layer-wise adaptive rate scaling.")] = False,
+    bucket_size: Annotated[str, typer.Option(help="DDP bucket size (bucket_cap_mb).")] = "25MiB",
+    first_bucket_size: Annotated[str, typer.Option(help="DDP's first bucket (torch's default 1 MiB).")] = "1MiB",
+    seed: Annotated[int, typer.Option(min=0, max=2**31 - 1, help="Seed of the weights, the data split and the "
+                                      "sampler.")] = 0,
+    samples: Annotated[int, typer.Option(min=2, max=2**24, help="Synthetic images to make.")] = 1024,
+    eval_every: Annotated[int, typer.Option(min=0, max=10**6, help="Held-out evaluation every N steps (0: at the "
+                                            "end).")] = 0,
+    check_every: Annotated[int, typer.Option(min=0, max=10**6, help="Compare the replicas' parameters every N "
+                                             "steps (0: never).")] = 1,
+    checkpoint_dir: Annotated[Path | None, typer.Option(parser=output_dir, help="Directory for checkpoints.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=0, max=10**6, help="Save a checkpoint every N steps (and at "
+                                                  "the end).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in "
+                                                          "--checkpoint-dir.")] = False,
+    step_barrier: Annotated[bool, typer.Option("--step-barrier", help="Start every step at a barrier (timing).")]
+    = False,
+    threads: Annotated[int | None, typer.Option(min=1, max=1024, help="torch threads per rank (default: cores / "
+                                                "local ranks).")] = None,
+    nproc: Annotated[int | None, typer.Option(min=1, max=4096, help="Measure vs predict: start NPROC ranks here (after a one-rank "
+                                                   "compute calibration) and print firesim's prediction beside "
+                                                   "the measurement.")] = None,
+    emulate: Annotated[Path | None, typer.Option(help="With --nproc: run the ranks on this emulated topology "
+                                                      "(root; firerun.emulate).")] = None,
+    skip: Annotated[int, typer.Option(min=0, max=10**6, help="With --nproc: first steps not timed.")] = 3,
+    trace_path: Annotated[Path | None, typer.Option("--trace", parser=output_file(".json"),
+                                                    help="Write the measured iteration Trace (JSON).")] = None,
+    chrome_path: Annotated[Path | None, typer.Option("--chrome", parser=output_file(".json"),
+                                                     help="Write it as a Chrome/Perfetto trace.")] = None,
+    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="With --nproc: measured vs "
+                                              "predicted timeline (PNG).")] = None,
+    backend: Backend = "torch",
+    device: Device = "cpu",
+    timeout_s: Timeout = 120.0,
+    json_path: JsonOut = None,
+) -> None:
+    """Data-parallel training with DDP, the gradient exchange a plan; the large-batch recipe; checkpoints.
+
+    `firerun run --nproc 4 train ...` trains; `firerun train --nproc 4 ...` measures an iteration and prints
+    it beside firesim's prediction.
+    """
+    import numpy as np
+
+    from firerun.train import TrainConfig
+    from models.zoo import get_spec
+
+    stones = tuple(parse_fraction(x, "milestones") for x in split_list(milestones, "milestones"))
+    fields = dict(model=model, data=data, steps=steps, batch=batch, accumulation=accumulation, lr=lr,
+                  base_batch=base_batch, scaling=lr_scaling, warmup_steps=warmup_steps, decay=decay, power=power,
+                  milestones=stones, gamma=gamma, momentum=momentum, weight_decay=weight_decay, lars=lars,
+                  bucket_nbytes=parse_bytes(bucket_size, "bucket size"),
+                  first_bucket_nbytes=parse_bytes(first_bucket_size, "first bucket size"), seed=seed,
+                  samples=samples)
+    algos = split_specs(algo)
+    every = algos == ["all"]  # every registry configuration that fits the job, and the built-in all-reduce
+    if not algos:
+        raise UserError("algo: give an algorithm, e.g. ring")
+    configs = [TrainConfig.make(**fields, algo="ring" if every else a) for a in algos]
+    for a in algos:
+        if a not in ("all", "builtin"):
+            resolve(a)
+    spec = get_spec(model)
+    if spec.sample != "image":
+        raise UserError(f"model: {model} takes token sequences; firerun train runs image models (small_cnn, "
+                        "resnet18_cifar_w16, ...)")
+    configs[0].recipe(1)  # a recipe that cannot work fails here, not in every rank
+    if data == "digits" and spec.input_shape != (3, 32, 32):
+        raise UserError(f"data digits: 8x8 images suit the CIFAR-size models (small_cnn, resnet18_cifar_w16, "
+                        f"...), not {model} ({'x'.join(map(str, spec.input_shape))} inputs)")
+    synthetic_nbytes = 4 * samples * int(np.prod(spec.input_shape))
+    if data == "synthetic" and synthetic_nbytes > SYNTHETIC_LIMIT_NBYTES:
+        raise UserError(f"samples: {samples} synthetic images of {'x'.join(map(str, spec.input_shape))} take "
+                        f"{synthetic_nbytes / 2**30:.1f} GiB per rank; use fewer (--samples)")
+    if (checkpoint_every or resume) and checkpoint_dir is None:
+        raise UserError("checkpoint-dir: needed with --checkpoint-every and --resume")
+    if nproc is not None:
+        from firerun.iteration import measure_and_predict
+        from firerun.launch import check_local_ranks
+
+        if dist_env().launched or _checking.get() is not None:
+            raise UserError("nproc: this process is already a rank of a job; use --nproc from a plain shell")
+        if every or device != "cpu" or checkpoint_dir is not None:
+            raise UserError("nproc: measures CPU ranks against the prediction; name the plans (--algo ring,tree), "
+                            "no --device cuda or checkpoints")
+        check_local_ranks(nproc)
+        try:
+            report = measure_and_predict(configs, nproc, emulate=emulate, skip=skip, timeout_s=timeout_s,
+                                         threads=threads, plot=plot, trace_path=trace_path, chrome_path=chrome_path,
+                                         log=lambda m: Console(stderr=True, markup=False).print(m, highlight=False))
+        except RuntimeError as err:  # a rank failed (it said why) or the cluster could not be built
+            Console(stderr=True, markup=False).print(f"firerun train: {err}", highlight=False)
+            raise typer.Exit(1) from None
+        Console(width=None if sys.stdout.isatty() else 150, markup=False).print(report.table(), highlight=False)
+        if json_path is not None:
+            write_json_atomic(json_path, report.to_dict())
+        raise typer.Exit(0 if report.replicas_identical else 1)
+    if emulate is not None:
+        raise UserError("emulate: needs --nproc (the ranks are started inside the emulated cluster)")
+    if (every or len(configs) > 1) and (checkpoint_dir is not None or trace_path or chrome_path):
+        raise UserError("algo: checkpoints and traces are per run; give one algorithm")
+
+    def body(ex, console: Console) -> int:
+        from firerun.check import standard_algos
+
+        runs = [configs[0].model_copy(update={"algo": a}) for a in [BUILTIN, *standard_algos(ex.size)]] \
+            if every else configs
+        return _train_body(ex, console, runs, check_every=check_every, eval_every=eval_every,
+                           checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+                           step_barrier=step_barrier, threads=threads, trace_path=trace_path,
+                           chrome_path=chrome_path, json_path=json_path)
+
+    _run_worker(backend, device, timeout_s, body)
+
+
+def _train_body(ex, console: Console, configs, *, trace_path, chrome_path, json_path, **kwargs) -> int:
+    """One rank of a training job: train with each config in turn (same seed), report, write (rank 0)."""
+    from rich.progress import Progress
+
+    from firerun.train import ReplicaMismatch
+    from firerun.train import train as run_training
+    from firesim.io import jsonable
+
+    results = []
+    for cfg in configs:
+        with Progress(console=console, transient=True, disable=ex.rank != 0 or not console.is_terminal) as bar:
+            task = bar.add_task(f"{cfg.algo}: training", total=cfg.steps)
+            try:
+                r = run_training(ex, cfg, on_step=lambda done, task=task: bar.update(task, completed=done),
+                                 **kwargs)
+            except ReplicaMismatch as err:
+                console.print(str(err), highlight=False)
+                return 1
+        results.append(r)
+        head = (f"{cfg.model} on {cfg.data}, {cfg.algo}, {r.workers} workers x batch {cfg.batch} x "
+                f"{cfg.accumulation} = {r.global_batch}")
+        if not r.loss:
+            console.print(f"{head}: nothing to do, the checkpoint is at step {r.start_step}", highlight=False)
+            continue
+        final = r.evals[-1]
+        console.print(f"{head}: steps {r.start_step}..{cfg.steps}, loss {r.loss[0]:.3f} -> {r.loss[-1]:.3f}, "
+                      f"held-out accuracy {final.accuracy:.2%}; replicas bit-identical at {r.replica_checks} "
+                      f"checks", highlight=False)
+        if r.trace is not None:
+            from firerun.iteration import measured_breakdown
+
+            b = measured_breakdown(r.trace, r.workers, skip=min(3, len(r.loss) - 1))
+            console.print(f"  step {b.iteration_s * 1e3:.1f} ms (median): forward {b.forward_s * 1e3:.1f}, backward "
+                          f"{b.backward_s * 1e3:.1f}, exposed exchange {b.exposed_s * 1e3:.1f} of "
+                          f"{b.exchange_s * 1e3:.1f}, optimizer {b.optimizer_s * 1e3:.1f} ms", highlight=False)
+    if ex.rank == 0:
+        if json_path is not None:
+            records = [{"kind": "firerun.train/2", **jsonable(r.to_dict())} for r in results]
+            write_json_atomic(json_path, records[0] if len(records) == 1 else records)
+        trace = results[0].trace
+        if trace is not None and trace_path is not None:
+            trace.save(trace_path)
+        if trace is not None and chrome_path is not None:
+            trace.to_chrome(chrome_path)
+    return 0
+
+
+@app.command("large-batch")
+def large_batch(
+    seeds: Annotated[str, typer.Option(help="Seeds to run (each: the three configurations).")] = "0",
+    epochs: Annotated[int, typer.Option(min=6, max=10**4, help="Epochs of every run (> 5: the large batch warms "
+                                        "up for 5).")] = 30,
+    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="Learning curves (PNG).")] = None,
     backend: Backend = "torch",
     timeout_s: Timeout = 120.0,
     json_path: JsonOut = None,
 ) -> None:
-    """Data-parallel SGD on synthetic data whose gradient exchange is a plan; checks replicas stay equal."""
-    from dataclasses import asdict
-
-    import numpy as np
-
-    from firerun.train import train as run_training
-    from models.zoo import get_spec
-
-    get_spec(model)
-    _algos(algo)
+    """The large-batch recipe on real data (digits): batch 32 vs batch 256 with and without LR scaling."""
+    seed_list = parse_int_list(seeds, "seeds", minimum=0)
 
     def body(ex, console: Console) -> int:
-        r = run_training(ex, model, algo, steps=steps, batch_per_worker=batch, lr=lr, seed=seed)
-        step_ms = float(np.median(r.step_s[1:] or r.step_s)) * 1e3
-        comm_ms = float(np.median(r.comm_s[1:] or r.comm_s)) * 1e3
-        console.print(f"{r.model} ({r.params} params, {r.params * 4 / 2**20:.2f} MiB of gradients), {r.algo}, "
-                      f"{r.workers} workers x batch {r.batch_per_worker}: step {step_ms:.1f} ms "
-                      f"(exchange {comm_ms:.1f} ms, {comm_ms / step_ms:.0%}), {r.images_per_s:.0f} images/s; "
-                      f"loss {r.loss[0]:.3f} -> {r.loss[-1]:.3f}; replicas differ by {r.replica_spread:.2e}")
-        if json_path is not None and ex.rank == 0:
-            write_json_atomic(json_path, {"kind": "firerun.train/1", **asdict(r)})
-        return 0 if r.replica_spread == 0.0 else 1
+        from firerun import largebatch
+
+        by_seed = {}
+        for seed in seed_list:
+            by_seed[seed] = largebatch.demonstrate(ex, seed, epochs, on_run=lambda c, seed=seed: console.print(
+                f"seed {seed}: {c.label}: {c.steps} steps, peak LR {c.peak_lr:g}, held-out accuracy {c.final:.2%}",
+                highlight=False))
+        finals = [[c.final for c in curves] for curves in by_seed.values()]
+        mean = [sum(col) / len(col) for col in zip(*finals)]
+        console.print(f"mean over seeds {', '.join(map(str, seed_list))}: small {mean[0]:.2%}, large + recipe "
+                      f"{mean[1]:.2%} ({(mean[1] - mean[0]) * 100:+.1f} points), large with the small-batch LR "
+                      f"{mean[2]:.2%} ({(mean[2] - mean[0]) * 100:+.1f} points)", highlight=False)
+        if ex.rank == 0:
+            if plot is not None:
+                largebatch.plot(by_seed, plot)
+            if json_path is not None:
+                write_json_atomic(json_path, {"runs": [largebatch.to_dict(c, s) for s, c in by_seed.items()],
+                                              "mean_final_accuracy": mean})
+        return 0
 
     _run_worker(backend, "cpu", timeout_s, body)
+
+
+@app.command("train-worker", hidden=True)
+def train_worker(spec: Path) -> None:
+    """One rank of `firerun train --nproc` (started by it)."""
+    from firerun.iteration import worker_main
+
+    raise typer.Exit(worker_main(str(spec)))
 
 
 # ------------------------------------------------------------------------------------------------ profile

@@ -260,6 +260,25 @@ def _slurm_name(value: str | None, what: str) -> str | None:
     return value
 
 
+TRAIN_RESTARTS = 3
+
+
+def _train_args(args: list[str], gpus_per_node: int) -> tuple[list[str], int]:
+    """A training job on GPUs trains on them (``--device cuda``: NCCL), and one that checkpoints resumes:
+    ``--resume`` (a no-op on the first start), so torchrun can restart the ranks after a failure
+    (``--max-restarts``) and a requeued job goes on where it stopped. Other commands are left as they are."""
+    if not args or args[0] != "train":
+        return args, 0
+    args = list(args)
+    if gpus_per_node and not any(a == "--device" or a.startswith("--device=") for a in args):
+        args += ["--device", "cuda"]
+    if any(a == "--checkpoint-dir" or a.startswith("--checkpoint-dir=") for a in args):
+        if "--resume" not in args:
+            args.append("--resume")
+        return args, TRAIN_RESTARTS
+    return args, 0
+
+
 def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Literal["srun", "torchrun", "mpiexec"],
                   job_name: str = "firerun", time_limit: str = "00:30:00", partition: str | None = None,
                   account: str | None = None, gpus_per_node: int = 0, port: int = 29500,
@@ -287,6 +306,7 @@ def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Lit
         if not _SBATCH_OPTION.fullmatch(item):
             raise UserError(f"extra sbatch option: expected a plain --key or --key=value, got {item!r}")
     py = python or sys.executable
+    args, restarts = _train_args(args, gpus_per_node)
     tail = " ".join(shlex.quote(a) for a in args)
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={nodes}",
              f"#SBATCH --ntasks-per-node={1 if mode == 'torchrun' else tasks_per_node}",
@@ -308,7 +328,7 @@ def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Lit
         lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(py)} -m firerun {tail}")
     elif mode == "torchrun":
         lines.append(f"srun --kill-on-bad-exit=1 {shlex.quote(py)} -m torch.distributed.run "
-                     f"--nnodes={nodes} --nproc-per-node={tasks_per_node} --rdzv-backend=c10d "
+                     f"--nnodes={nodes} --nproc-per-node={tasks_per_node} --max-restarts={restarts} --rdzv-backend=c10d "
                      f'--rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" '
                      f"-m firerun {tail}")
     else:

@@ -4,6 +4,10 @@ Records come in plan order (rank by rank, each rank's program in order), so two 
 row by row and ``compare`` needs no matching. Times are seconds from the start of the collective (the
 executor aligns clocks across ranks before subtracting). ``t_start`` of a send is when it was issued, of a
 recv/reduce when it was posted; ``t_end`` is when the op completed (data delivered and, for reduce, added).
+
+A training iteration (``firerun train``, ``firesim.training``) is written in the same schema with trace-only
+kinds (``Phase``: forward, backward, bucket ready, bucket exchange, wait, optimizer) beside the plan's op
+kinds, and an optional ``step`` column; ``chunk`` is then the gradient bucket, ``nbytes`` its size.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +31,22 @@ from firesim.units import MAX_BYTES, MAX_COUNT
 TRACE_FORMAT = "firesim.trace/1"
 _COLUMNS = {"rank": np.int32, "op": np.int8, "chunk": np.int32, "peer": np.int32, "nbytes": np.int64,
             "t_start": np.float64, "t_end": np.float64}
+
+
+class Phase(IntEnum):
+    """Record kinds of a training-iteration trace, beside the plan op kinds (``Op``, 0..3)."""
+
+    FORWARD = 16
+    BACKWARD = 17  # from the start of backward until its last gradient bucket is ready
+    READY = 18  # instant: backward has produced gradient bucket ``chunk``
+    EXCHANGE = 19  # bucket ``chunk`` being exchanged (the plan or the built-in all-reduce)
+    WAIT = 20  # backward's compute is done, the rank waits for the exchanges (exposed communication)
+    OPTIMIZER = 21
+
+
+def kind_name(kind: int) -> str:
+    """'send', 'recv', 'reduce', 'compute' or a Phase name ('forward', 'exchange', ...)."""
+    return OP_NAMES[kind] if 0 <= kind < len(OP_NAMES) else Phase(kind).name.lower()
 
 
 class TraceHeader(BaseModel):
@@ -70,6 +91,7 @@ class Trace:
     nbytes: np.ndarray
     t_start: np.ndarray
     t_end: np.ndarray
+    step: np.ndarray | None = None  # training step of each record (iteration traces only)
 
     @classmethod
     def for_plan(cls, plan: Plan, t_start, t_end, *, itemsize: int = 4, **header) -> Trace:
@@ -96,17 +118,23 @@ class Trace:
         return end
 
     def records(self) -> list[dict]:
-        return [
-            {"rank": int(r), "op": OP_NAMES[k], "chunk": int(c), "peer": int(p), "nbytes": int(n),
+        out = [
+            {"rank": int(r), "op": kind_name(k), "chunk": int(c), "peer": int(p), "nbytes": int(n),
              "t_start": float(a), "t_end": float(b)}
             for r, k, c, p, n, a, b in zip(self.rank, self.op, self.chunk, self.peer, self.nbytes,
                                            self.t_start, self.t_end)
         ]
+        if self.step is not None:
+            for rec, s in zip(out, self.step.tolist()):
+                rec["step"] = int(s)
+        return out
 
     # ---- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": TRACE_FORMAT, "header": self.header.model_dump(),
-                "columns": {name: encode_array(getattr(self, name)) for name in _COLUMNS}}
+        columns = {name: encode_array(getattr(self, name)) for name in _COLUMNS}
+        if self.step is not None:
+            columns["step"] = encode_array(self.step)
+        return {"format": TRACE_FORMAT, "header": self.header.model_dump(), "columns": columns}
 
     @classmethod
     def from_dict(cls, data: dict) -> Trace:
@@ -128,8 +156,10 @@ class Trace:
             raise UserError(f"trace: header.{validation_line(err)}") from None
         columns = {name: decode_array(columns_in[name], dtype, f"trace: column {name}")
                    for name, dtype in _COLUMNS.items()}
+        step = columns_in.get("step")
+        columns["step"] = None if step is None else decode_array(step, np.int32, "trace: column step")
         n = columns["rank"].shape[0]
-        if any(c.shape != (n,) for c in columns.values()):
+        if any(c is not None and c.shape != (n,) for c in columns.values()):
             raise UserError("trace: columns differ in length")
         t_start, t_end = columns["t_start"], columns["t_end"]
         if not np.all(np.isfinite(t_start) & np.isfinite(t_end)):
@@ -140,8 +170,8 @@ class Trace:
             raise UserError("trace: nbytes must be >= 0")
         if np.any((columns["rank"] < 0) | (columns["rank"] >= header.ranks)):
             raise UserError(f"trace: a rank is outside 0..{header.ranks - 1}")
-        if np.any((columns["op"] < 0) | (columns["op"] > Op.COMPUTE)):
-            raise UserError("trace: unknown op code")
+        if not np.all(np.isin(columns["op"], [*range(len(OP_NAMES)), *(int(p) for p in Phase)])):
+            raise UserError("trace: unknown record kind (op code)")
         return cls(header=header, **columns)
 
     def save(self, path: str | Path) -> None:
@@ -158,12 +188,20 @@ class Trace:
         events = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": name}}]
         events += [{"ph": "M", "name": "thread_name", "pid": 0, "tid": r, "args": {"name": f"rank {r}"}}
                    for r in range(self.header.ranks)]
-        for r, k, c, p, n, a, b in zip(self.rank.tolist(), self.op.tolist(), self.chunk.tolist(),
-                                       self.peer.tolist(), self.nbytes.tolist(), self.t_start.tolist(),
-                                       self.t_end.tolist()):
-            label = OP_NAMES[k] if k == Op.COMPUTE else f"{OP_NAMES[k]} c{c} {'->' if k == Op.SEND else '<-'} {p}"
-            events.append({"ph": "X", "pid": 0, "tid": r, "name": label, "cat": OP_NAMES[k],
-                           "ts": a * 1e6, "dur": max(b - a, 0.0) * 1e6, "args": {"nbytes": n, "chunk": c, "peer": p}})
+        steps = self.step.tolist() if self.step is not None else [None] * len(self)
+        for r, k, c, p, n, a, b, s in zip(self.rank.tolist(), self.op.tolist(), self.chunk.tolist(),
+                                          self.peer.tolist(), self.nbytes.tolist(), self.t_start.tolist(),
+                                          self.t_end.tolist(), steps):
+            name = kind_name(k)
+            if k in (Phase.READY, Phase.EXCHANGE):
+                label = f"{name} bucket {c}"
+            elif k in (Op.SEND, Op.RECV, Op.REDUCE):
+                label = f"{name} c{c} {'->' if k == Op.SEND else '<-'} {p}"
+            else:
+                label = name
+            args = {"nbytes": n, "chunk": c, "peer": p} if s is None else {"nbytes": n, "bucket": c, "step": s}
+            events.append({"ph": "X", "pid": 0, "tid": r, "name": label, "cat": name,
+                           "ts": a * 1e6, "dur": max(b - a, 0.0) * 1e6, "args": args})
         chrome = {"traceEvents": events, "displayTimeUnit": "ms", "otherData": self.header.model_dump()}
         if path is not None:
             write_json_atomic(path, chrome)

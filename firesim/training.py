@@ -320,6 +320,31 @@ class SimulatedIteration:
     trace: Trace
 
 
+@dataclass(frozen=True)
+class MeasuredCompute:
+    """One rank's step as measured (``firerun train --nproc`` takes it from a one-rank run on the same machine),
+    for ``simulate_iteration`` to use instead of the roofline: forward, backward and optimizer seconds, and the
+    gradient buckets as DDP formed them, in the order they were exchanged, each with the seconds from the start
+    of backward until backward had produced it."""
+
+    forward_s: float
+    backward_s: float
+    bucket_nbytes: tuple[int, ...]
+    bucket_ready_s: tuple[float, ...]
+    optimizer_s: float = 0.0
+
+    def step(self) -> StepTime:
+        return StepTime(np.array([self.forward_s]), np.array([self.backward_s]), self.optimizer_s)
+
+    def buckets(self) -> list[Bucket]:
+        if not (self.forward_s >= 0 and self.backward_s > 0 and self.optimizer_s >= 0 and self.bucket_nbytes
+                and len(self.bucket_nbytes) == len(self.bucket_ready_s)):
+            raise UserError("measured compute: needs forward_s, optimizer_s >= 0, backward_s > 0 and a ready time "
+                            "per bucket")
+        return [Bucket(int(n), min(max(t / self.backward_s, 0.0), 1.0), ())
+                for n, t in zip(self.bucket_nbytes, self.bucket_ready_s)]
+
+
 def _iteration_plan(base: Plan, bucket_nbytes: list[int], ready_s: np.ndarray, backward_end_s: np.ndarray,
                     optimizer_s: float, itemsize: int, name: str):
     """Every rank's program for one iteration, with its per-op bytes, release times and bucket of every op.
@@ -364,7 +389,8 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
                        first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES, rank_speed=None,
                        stragglers: Stragglers | None = None, link_overrides: Mapping | None = None,
-                       eager: bool = False, seed: int = 0, max_ops: int = MAX_OPS) -> SimulatedIteration:
+                       eager: bool = False, seed: int = 0, measured: MeasuredCompute | None = None,
+                       max_ops: int = MAX_OPS) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward (and the first accumulation - 1 micro-batches), then backward emitting the buckets (reverse layer
@@ -375,12 +401,15 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     scores in an order drawn from ``seed``, the slowest exactly the closed form's), ``rank_speed`` and
     ``stragglers``. Overlap interference slows each rank's backward while a bucket is on the wire; the wire
     times it uses are the closed form's (the engine's own contention does not feed back into compute). The
-    seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. An iteration of more than
+    seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. ``measured`` replaces the
+    roofline step and the profile's buckets by measured ones (``MeasuredCompute``). An iteration of more than
     ``max_ops`` ops (every bucket's plan, plus a gate per bucket and rank) is refused before anything per rank
     is computed.
     """
     st = _setup(profile, cluster, gpus, batch_per_gpu, algo, dtype, grad_dtype, optimizer, overheads, accumulation,
                 overlap, bucket_nbytes, first_bucket_nbytes)
+    if measured is not None:
+        st = replace(st, step=measured.step(), buckets=measured.buckets())
     choice = resolve_for(cluster, gpus, algo)
     ranks = choice.ranks(gpus)
     check_ops(len(st.buckets) * (choice.ops(gpus) + ranks) + ranks,

@@ -246,6 +246,17 @@ def parse_int(text: str, what: str, minimum: int = 1, maximum: int = MAX_COUNT) 
     return value
 
 
+def parse_fraction(text: str | float, what: str) -> float:
+    """'0.5' -> 0.5: a number strictly between 0 and 1 (NaN and infinities are not)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise UserError(f"{what}: expected a fraction like 0.5, got {text!r}") from None
+    if not 0 < value < 1:
+        raise UserError(f"{what}: must be a fraction in (0, 1), got {text!r}")
+    return value
+
+
 def parse_int_list(text: str, what: str, minimum: int = 1, maximum: int = MAX_COUNT) -> list[int]:
     """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
     values: list[int] = []

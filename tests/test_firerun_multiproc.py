@@ -213,4 +213,4 @@ def test_training_with_dedicated_server_keeps_replicas_equal(tmp_path):
                                       "--json", str(out))
     assert code == 0, stderr
     r = json.loads(out.read_text())
-    assert r["workers"] == 2 and len(r["loss"]) == 3 and r["replica_spread"] == 0.0
+    assert r["workers"] == 2 and len(r["loss"]) == 3 and r["replicas_identical"] and r["replica_checks"] == 3
