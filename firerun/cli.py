@@ -462,8 +462,8 @@ def train(
 ) -> None:
     """Data-parallel training with DDP, the gradient exchange a plan; the large-batch recipe; checkpoints.
 
-    `firerun run --nproc 4 train ...` trains; `firerun train --nproc 4 ...` measures an iteration and prints
-    it beside firesim's prediction.
+    `firerun run --nproc 4 train --steps 20` trains; `firerun train --nproc 4 --steps 12` measures an iteration
+    and prints it beside firesim's prediction.
     """
     import numpy as np
 
@@ -624,7 +624,7 @@ def large_batch(
 
 @app.command("train-worker", hidden=True)
 def train_worker(spec: Path) -> None:
-    """One rank of `firerun train --nproc` (started by it)."""
+    """One rank of firerun train --nproc (started by it)."""
     from firerun.iteration import worker_main
 
     raise typer.Exit(worker_main(str(spec)))

@@ -48,10 +48,12 @@ TRAILING = {("run",): ["env"], ("slurm",): ["env"]}
 
 
 def _walk(cmd, path=()):
+    """Every user-facing command (hidden ones are plumbing between firerun processes)."""
     subcommands = getattr(cmd, "commands", None)
     if subcommands:
         for name, sub in subcommands.items():
-            yield from _walk(sub, (*path, name))
+            if not sub.hidden:
+                yield from _walk(sub, (*path, name))
     else:
         yield path, cmd
 

@@ -41,6 +41,13 @@ SLOW = {
     "firerun run --nproc 4 bench --sizes 16MiB": "4 ranks, 3 algorithms x 60 runs of 16 MiB",
     "firerun validate --topology examples/topologies/star4-slow.yaml --algo ring,tree,ps --size 1MiB,4MiB,16MiB "
     "--repeat 5 --plot slow.png": "needs root (network namespaces) and ~5 min; tests/test_emulate.py runs it",
+    "firerun run --nproc 4 train --model resnet18_cifar_w16 --data digits --algo tree --steps 200 --batch 64 "
+    "--lr 0.01 --base-batch 32 --warmup-steps 20 --decay poly --weight-decay 5e-4 --checkpoint-dir ckpt "
+    "--checkpoint-every 50 --trace t.json --chrome t.chrome.json": "200 DDP steps on 4 ranks: minutes",
+    "firerun run --nproc 4 train --steps 20": "20 DDP steps on 4 ranks: ~1 min",
+    "firerun train --nproc 4 --steps 12": "a one-rank calibration, then 4 ranks: ~1 min",
+    "firerun train --model resnet18_cifar_w16 --nproc 4 --algo ring,tree,ps --steps 12 --batch 4 --emulate "
+    "examples/topologies/two-level-4.yaml --plot it.png": "needs root (network namespaces) and minutes",
 }
 RUN_FOR_REAL = "firerun run --nproc 4 exec --algo tree --size 16MiB --trace t.json --chrome c.json"
 
@@ -75,7 +82,7 @@ def help_examples() -> list[str]:
         stack = [typer.main.get_command(app)]
         while stack:
             cmd = stack.pop()
-            stack += list(getattr(cmd, "commands", {}).values())
+            stack += [c for c in getattr(cmd, "commands", {}).values() if not c.hidden]
             texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
             found += [m for t in texts for m in re.findall(r"`((?:firesim|firerun) [^`]*)`", " ".join(t.split()))]
     return sorted(set(found))
@@ -131,9 +138,10 @@ def _run_example(example: str, tmp_path: Path, monkeypatch) -> None:
         return
     started: list = []
     monkeypatch.setattr("firerun.launch.launch", lambda nproc, cmd, **kw: started.append((nproc, cmd)) or 0)
-    if args[1] == "validate":  # the checks up to building the emulated cluster (which needs root)
-        assert example in SLOW
+    if args[1] == "validate" or args[1] == "train" and "--nproc" in args:  # checked up to starting ranks
+        assert example in SLOW, f"{example!r} starts ranks: list it in SLOW with the reason"
         monkeypatch.setattr("firerun.validate.validate", lambda *a, **kw: started.append(a) or _stop())
+        monkeypatch.setattr("firerun.iteration.measure_and_predict", lambda *a, **kw: started.append(a) or _stop())
     elif args[1] == "run" and example not in SLOW:
         pytest.fail(f"{example!r} starts ranks: run it for real or list it in SLOW with the reason")
     try:
@@ -144,7 +152,7 @@ def _run_example(example: str, tmp_path: Path, monkeypatch) -> None:
     if args[1] == "slurm":
         output = args[args.index("-o") + 1] if "-o" in args else None
         assert output is None or (tmp_path / output).read_text().startswith("#!/bin/bash")
-    elif args[1] in ("run", "validate"):
+    elif args[1] in ("run", "validate") or "--nproc" in args:
         assert started, f"{example!r} did not get as far as starting its ranks"
 
 
