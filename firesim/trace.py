@@ -57,7 +57,7 @@ class TraceHeader(BaseModel):
     plan: str
     ranks: int = Field(ge=1, le=MAX_COUNT)
     nbytes: int = Field(ge=0, le=MAX_BYTES)
-    chunks: int = Field(ge=1, le=MAX_COUNT)
+    chunks: int = Field(ge=0, le=MAX_COUNT)  # 0: an iteration trace (no plan chunks)
     source: Literal["simulated", "measured"]
     topology: str = ""
     hardware: str = ""
