@@ -23,8 +23,8 @@ import numpy as np
 
 from firesim.errors import UserError
 
-__all__ = ["MAX_INPUT_BYTES", "check_writable", "dumps", "jsonable", "read_json", "read_text", "write_csv_atomic",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = ["MAX_INPUT_BYTES", "check_writable", "dumps", "jsonable", "read_json", "read_text", "write_bytes_atomic",
+           "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
 
 # Hand-written inputs (topologies, hardware catalogs, model profiles) are kilobytes; 64 MiB already holds a
 # 100,000-host topology. Plans and traces are bigger and pass their own limit.
@@ -118,8 +118,20 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+def _umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc; elsewhere assume 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place, with
+    the permissions a plain ``open`` would give (a temporary file is private: 0600)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +139,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     except OSError as err:
         raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -138,6 +151,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8, written atomically (``write_bytes_atomic``)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = None) -> Path:

@@ -41,6 +41,7 @@ from firesim.limits import MAX_OPS, check_ops
 from firesim.memory import memory_per_gpu
 from firesim.plans import Op, Plan
 from firesim.trace import Trace
+from firesim.whatif import WhatIf, iteration_kwargs
 from firesim.workload import ModelProfile, load_workload
 
 DDP_BUCKET_NBYTES = 25 * 2**20
@@ -220,7 +221,8 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", grad_dtype: str | None = None, optimizer: str | None = None,
             overheads: Overheads = DEFAULT_OVERHEADS, accumulation: int = 1, overlap: bool = True,
-            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic", max_ops: int = MAX_OPS) -> Prediction:
+            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic",
+            whatif: WhatIf | None = None, max_ops: int = MAX_OPS) -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
     the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost,
     and memory per GPU (does the configuration fit?).
@@ -231,11 +233,14 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine,
     which refuses an iteration of more than ``max_ops`` plan ops (``firesim.limits``). ``profile`` and
     ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    ``whatif`` (stragglers, per-rank speeds, per-link figures; ``firesim.whatif``) needs engine="des".
     """
     profile = load_workload(profile) if isinstance(profile, str) else profile
     cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
     if engine not in ("analytic", "des"):
         raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
+    if whatif is not None and whatif.active and engine != "des":
+        raise UserError("stragglers, rank speeds and link overrides are played by the simulator: use --engine des")
     if (batch is None) == (batch_per_gpu is None):
         raise UserError("batch: give exactly one of the global batch and the batch per GPU")
     if not epochs > 0:
@@ -249,8 +254,9 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     options = dict(dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer, overheads=overheads,
                    accumulation=accumulation, overlap=overlap, bucket_nbytes=bucket_nbytes)
     it = iteration(profile, cluster, gpus, micro, algo, **options)
-    if engine == "des" and gpus > 1:
-        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, max_ops=max_ops, **options)
+    if engine == "des" and (gpus > 1 or whatif is not None and whatif.active):
+        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, max_ops=max_ops, **options,
+                                 **iteration_kwargs(whatif, cluster, gpus, algo))
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, input_wait_s=sim.input_wait_s,
                      iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, **{**options, "accumulation": 1})
@@ -318,6 +324,8 @@ class SimulatedIteration:
     bucket_ready_s: np.ndarray  # [bucket, rank]: backward has produced the bucket (dedicated servers: 0)
     bucket_done_s: np.ndarray  # [bucket, rank]: its all-reduce has finished at the rank
     trace: Trace
+    backward_start_s: np.ndarray | None = None  # per worker: forward (and earlier micro-batches) done
+    backward_end_s: np.ndarray | None = None  # per worker: its last backward done (timelines draw these)
 
 
 @dataclass(frozen=True)
@@ -426,13 +434,13 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     wire = np.atleast_1d(allreduce_seconds(cluster, gpus, np.array(nbytes, np.float64), algo)).astype(np.float64)
     interference = overheads.interference if (overlap and gpus > 1) else 0.0
     ready = np.empty((len(nbytes), gpus))
-    backward_end = np.empty(gpus)
+    backward_start, backward_end = np.empty(gpus), np.empty(gpus)
     for r in range(gpus):  # each rank's backward, at its speed, slowed while its buckets are on the wire
         slow = 1.0 / speed[r]
         before = ((accumulation - 1) * (fwd + bwd) + fwd) * slow
         marks = np.array([b.ready_fraction for b in st.buckets]) * bwd * slow
         r_ready, _, r_end = overlap_schedule(marks, wire, bwd * slow, interference)
-        ready[:, r], backward_end[r] = before + r_ready, before + r_end
+        ready[:, r], backward_start[r], backward_end[r] = before + r_ready, before, before + r_end
     base = bucket_plan(cluster, gpus, algo, max_ops=max_ops)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.pad(ready, ((0, 0), (0, servers)))
@@ -455,4 +463,5 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     return SimulatedIteration(gpus=gpus, algo=algo, batch_per_gpu=float(batch_per_gpu), compute_s=compute_s,
                               iteration_s=iteration_s, exposed_comm_s=max(0.0, float(rank_end.max()) - own),
                               input_wait_s=max(0.0, floor_s - busy), rank_speed=speed, rank_end_s=rank_end,
-                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace)
+                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace,
+                              backward_start_s=backward_start, backward_end_s=backward_end)
