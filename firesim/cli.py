@@ -50,9 +50,13 @@ models_app = typer.Typer(no_args_is_help=True, help="The model zoo's saved profi
 app.add_typer(plans_app, name="plans")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
-# Piped without COLUMNS, tables keep their columns (wider than rich's 80-column default off a terminal).
-_PIPED = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-console = Console(width=160 if _PIPED else None, markup=False, highlight=False, emoji=False)
+
+
+def _console() -> Console:
+    """Standard output for text: never markup; piped without COLUMNS, tables keep their columns (wider than
+    rich's 80-column default off a terminal). Made per use: COLUMNS is read when a console is made."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160 if piped else None, markup=False, highlight=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, even beyond the terminal's width.")]
@@ -67,12 +71,12 @@ ExecutorOpt = Annotated[Literal["local", "mpi"], typer.Option(
     help="local (worker processes) or mpi (mpi4py.futures: launch as "
          "mpiexec -n N python -m mpi4py.futures -m firesim ... --executor mpi).")]
 StragglersOpt = Annotated[str | None, typer.Option(
-    help="Seeded stragglers, e.g. probability=0.05,slowdown=1.5[,jitter=0.1] (with --engine des).")]
+    help="Seeded stragglers, e.g. probability=0.05, slowdown=1.5 (optional jitter=0.1); with --engine des.")]
 RankSpeedOpt = Annotated[str | None, typer.Option(
     help="Compute speed of single ranks, e.g. 0=0.5,7=0.8 (others 1; with --engine des).")]
 LinkOpt = Annotated[list[str] | None, typer.Option(
-    "--link", help="Override one link of the topology, repeatable: 'h3-s0:bandwidth=1gbit,latency=5us,efficiency=0.9' "
-                   "(with --engine des).")]
+    "--link", help="Override one link's figures, repeatable, e.g. h3-s0:latency=5us (keys: bandwidth, latency, "
+                   "efficiency); with --engine des.")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the stragglers and of ECMP path choice.")]
 GradDtypeOpt = Annotated[str | None, typer.Option(
     help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")]
@@ -95,7 +99,7 @@ def _emit(records: list[dict], as_json: bool, title: str, columns: list[Column],
     if as_json:
         sys.stdout.write(dumps(records, indent=2) + "\n")
     else:
-        print_table(console, title, records, columns, wide=wide)
+        print_table(_console(), title, records, columns, wide=wide)
 
 
 def _cluster(hardware: str, catalog: Path | None):
@@ -202,7 +206,7 @@ def predict(
         Column("efficiency", "eff", lambda x: f"{x:.0%}", optional=1), Column("time_to_train_s", "train", format_duration),
         Column("cost", "cost", _dollars, optional=5), Column("memory", "mem", _memory)], wide)
     if not as_json and any(r["fits"] is False for r in records):
-        console.print("! does not fit the GPU's memory: plain data parallelism keeps a full replica (weights, "
+        _console().print("! does not fit the GPU's memory: plain data parallelism keeps a full replica (weights, "
                       "gradients, optimizer state) on every GPU; shard it (ZeRO/FSDP), shrink the batch per GPU, or "
                       "use bigger GPUs.")
 
@@ -295,7 +299,7 @@ def sweep(
             skipped[r["reason"]] = skipped.get(r["reason"], 0) + 1
     why = "; ".join(f"{n} {reason}" for reason, n in skipped.items())
     unfit = sum(r["fits"] is False for r in rows)
-    console.print(f"wrote {len(rows)} predictions to {out}" + (f", {unfit} of them do not fit memory" if unfit else "")
+    _console().print(f"wrote {len(rows)} predictions to {out}" + (f", {unfit} of them do not fit memory" if unfit else "")
                   + (f" (skipped: {why})" if why else ""), highlight=False, markup=False)
 
 
@@ -325,7 +329,7 @@ def simulate(
         help="Compute before the collective on every rank (e.g. 20ms), slowed by --rank-speed and --stragglers: "
              "ranks then arrive at different times.")] = "0",
     stragglers: Annotated[str | None, typer.Option(
-        help="Seeded stragglers, e.g. probability=0.1,slowdown=2: they finish --compute later.")] = None,
+        help="Seeded stragglers, e.g. probability=0.1, slowdown=2: they finish --compute later.")] = None,
     rank_speed: Annotated[str | None, typer.Option(help="Speed of single ranks' --compute, e.g. 0=0.5.")] = None,
     link: LinkOpt = None,
     seed: SeedOpt = 0,
@@ -389,7 +393,7 @@ def paper(
     setup: Annotated[Path | None, typer.Option(help="YAML of PaperSetup fields to change (epochs, baselines, GPU "
                                                     "counts, algorithms, ...); defaults are the paper's.")] = None,
     hardware: Annotated[str | None, typer.Option(help="Cluster preset or YAML instead of titan.")] = None,
-    algo: Annotated[str | None, typer.Option(help="Algorithms of part (b), the first is the headline [tree,ps].")] = None,
+    algo: Annotated[str | None, typer.Option(help="Algorithms of part (b), the first is the headline (default: tree, ps).")] = None,
     engine: Annotated[Engine | None, typer.Option(help="analytic (closed forms) or des (iterations on the 3D torus).")] = None,
     plot: PlotOpt = None,
     hardware_catalog: CatalogOpt = None,
@@ -411,7 +415,7 @@ def paper(
         return
     _print_paper(result)
     if plot is not None:
-        console.print(f"figure: {plot}", highlight=False, markup=False)
+        _console().print(f"figure: {plot}", highlight=False, markup=False)
 
 
 def _print_paper(result) -> None:
@@ -421,10 +425,10 @@ def _print_paper(result) -> None:
     by_gpus: dict[int, dict] = {}
     for r in comm:
         by_gpus.setdefault(r["gpus"], {"gpus": r["gpus"]})[(r["model"], r["algo"])] = r["comm_s"]
-    print_table(console, f"(a) communication per iteration on {result.setup.hardware} (fp32 gradients; closed forms)",
+    print_table(_console(), f"(a) communication per iteration on {result.setup.hardware} (fp32 gradients; closed forms)",
                 [{**row, **{(m, a): row.get((m, a)) for m in models for a in algos}} for row in by_gpus.values()],
                 [Column("gpus", "gpus")] + [Column((m, a), f"{m} {a}", format_duration) for m in models for a in algos])
-    print_table(console, f"(b) time to train on {result.setup.hardware} ({result.setup.engine}; speedup vs the "
+    print_table(_console(), f"(b) time to train on {result.setup.hardware} ({result.setup.engine}; speedup vs the "
                 "single-GPU baseline)", result.training, [
         Column("model", "model", text=True), Column("batch", "batch"), Column("gpus", "gpus"),
         Column("algo", "algo", text=True), Column("epochs", "epochs", lambda x: f"{x:g}", optional=4),
@@ -433,7 +437,7 @@ def _print_paper(result) -> None:
         Column("time_to_train_s", "train", format_duration), Column("speedup", "speedup", lambda x: f"{x:.1f}x"),
         Column("speedup_serial_staging", "serial staging", lambda x: f"{x:.1f}x", optional=1),
         Column("published_speedup", "published", lambda x: "" if x is None else f"{x:g}x")])
-    print_table(console, "assumptions", result.assumptions, [
+    print_table(_console(), "assumptions", result.assumptions, [
         Column("name", "name", text=True), Column("value", "value", text=True), Column("source", "source", text=True)])
 
 
@@ -501,7 +505,7 @@ def recommend(
         return
     _print_recommendation(result, title)
     if plot is not None:
-        console.print(f"figure: {plot}", highlight=False, markup=False)
+        _console().print(f"figure: {plot}", highlight=False, markup=False)
 
 
 _PICK_COLUMNS = [Column("hardware", "hardware", text=True), Column("gpus", "gpus"), Column("algo", "algo", text=True),
@@ -511,19 +515,19 @@ _PICK_COLUMNS = [Column("hardware", "hardware", text=True), Column("gpus", "gpus
 
 
 def _print_recommendation(result, title: str) -> None:
-    console.print(Text(title, style="bold"), soft_wrap=True)
+    _console().print(Text(title, style="bold"), soft_wrap=True)
     for label, pick in (("fastest within the budget", result.fastest),
                         ("cheapest within the deadline", result.cheapest)):
         if pick is None:
-            console.print(f"{label}: none (see the rejected regions)")
+            _console().print(f"{label}: none (see the rejected regions)")
             continue
         meets = "meets both limits" if pick["verdict"] is None else pick["verdict"]
-        console.print(f"{label}: {pick['hardware']}, {pick['gpus']} GPUs, {pick['algo']}, batch {pick['batch']}, "
+        _console().print(f"{label}: {pick['hardware']}, {pick['gpus']} GPUs, {pick['algo']}, batch {pick['batch']}, "
                       f"{pick['dtype']}: {format_duration(pick['time_to_train_s'])}, {_dollars(pick['cost'])} ({meets})")
     front = [{**r, "ok": "yes" if r["verdict"] is None else "no"} for r in result.pareto]
-    print_table(console, "Pareto front (time vs cost)", front, [*_PICK_COLUMNS, Column("ok", "ok")])
-    console.print("(nothing else is both faster and cheaper; ok = within every limit given)")
-    print_table(console, "rejected regions", result.regions, [
+    print_table(_console(), "Pareto front (time vs cost)", front, [*_PICK_COLUMNS, Column("ok", "ok")])
+    _console().print("(nothing else is both faster and cheaper; ok = within every limit given)")
+    print_table(_console(), "rejected regions", result.regions, [
         Column("hardware", "hardware", text=True), Column("reason", "reason", text=True),
         Column("configurations", "configs"), Column("dtypes", "dtype", ",".join, text=True, optional=2),
         Column("gpus", "gpus", optional=3), Column("batch", "batch", optional=4),
@@ -581,7 +585,7 @@ def plans_show(
         sys.stdout.write(dumps(plan.to_dict()) + "\n")
         return
     nbytes = plan.op_nbytes()
-    console.print(f"{plan.name}: {plan.ranks} ranks ({plan.workers} workers), "
+    _console().print(f"{plan.name}: {plan.ranks} ranks ({plan.workers} workers), "
                   f"{format_bytes(plan.nbytes)} in {plan.chunks} chunks, {plan.n_ops} ops — verified", soft_wrap=True)
     for r in range(plan.ranks):
         lo = int(plan.offsets[r])
@@ -591,7 +595,7 @@ def plans_show(
             arrow = {"send": "->", "recv": "<-", "reduce": "<+"}.get(op)
             steps.append(f"{op} {chunks} {arrow} {peer} ({format_bytes(nbytes[lo + i])})" if arrow else
                          f"compute {format_duration(seconds)}")
-        console.print(f"rank {r}: " + "; ".join(steps), soft_wrap=True)
+        _console().print(f"rank {r}: " + "; ".join(steps), soft_wrap=True)
 
 
 @plans_app.command("verify")
@@ -606,7 +610,7 @@ def plans_verify(
         check_ops(choice.ops(p), f"verify {choice.spec} on {p} ranks", VERIFY_MAX_OPS)
     for p in counts:
         verify(build(choice, p, 4 * p, max_ops=VERIFY_MAX_OPS))
-    console.print(f"{algo}: verified for ranks {', '.join(map(str, counts))}", soft_wrap=True)
+    _console().print(f"{algo}: verified for ranks {', '.join(map(str, counts))}", soft_wrap=True)
 
 
 @hardware_app.command("list")

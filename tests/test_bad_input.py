@@ -41,6 +41,7 @@ REQUIRED = {
     ("emulate", "up", "topology"): STAR4,
     ("emulate", "down", "target"): "fr0000",
     ("profile", "model"): "small_cnn",
+    ("recommend", "model"): "googlenet",
     ("profile", "output"): "small.json",
 }
 # Commands that pass the rest of the line to a firerun command: a harmless one to start.
