@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import networkx as nx
 import numpy as np
@@ -54,8 +54,11 @@ from firerun.emulate import (
     check_emulable,
     plan_link_bytes,
 )
+from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
+from firesim.io import dumps, write_json_atomic
 from firesim.plans import Op, Plan, build, resolve, split_specs
+from firesim.topology import load_topology
 from firesim.trace import Trace
 
 __all__ = ["CaseResult", "ValidationReport", "engine_topology", "validate", "validate_cmd"]
@@ -183,7 +186,6 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
     buffering).
     """
     from firesim.engine import simulate
-    from firesim.topology import load_topology
 
     if backend not in ("torch", "mpi"):
         raise UserError(f"backend: 'torch' (gloo) or 'mpi' (mpi4py, MPICH), got {backend!r}")
@@ -200,11 +202,14 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
     G = load_topology(topology)
     check_emulable(G)
     name = str(G.graph.get("name", Path(topology).stem))
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"firerun-validate-{name}"
-    out.mkdir(parents=True, exist_ok=True)
     p = len(G.graph["endpoints"])
     if p < 2:
         raise UserError(f"validate {name}: needs at least 2 hosts")
+    for a in algos:  # each fits the cluster's ranks (dedicated servers among them)
+        choice = resolve(a)
+        choice.check(choice.workers(p))
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"firerun-validate-{name}"
+    out.mkdir(parents=True, exist_ok=True)  # every check passed: from here on, files are written
     say = log or (lambda msg: None)
 
     background = _busy_fraction()
@@ -221,7 +226,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
                 "topology": name, "ports": [{"node": pt.node, "peer": pt.peer, "ns": pt.ns, "ifname": pt.ifname}
                                             for pair in cluster.links for pt in pair]}
         spec_path = out / "spec.json"
-        spec_path.write_text(json.dumps(spec))
+        write_json_atomic(spec_path, spec)
         (out / "results.json").unlink(missing_ok=True)
         say(f"cluster {cluster.id} up: {p} ranks on {name}; running {len(spec['cases'])} cases x "
             f"{warmup}+{repeat}")
@@ -464,17 +469,11 @@ def _worker(spec_path: str) -> None:
         if spec["backend"] != "mpi":
             dist.destroy_process_group()
     if rank == 0:
-        from firesim.io import write_json_atomic
-
         write_json_atomic(out / "results.json", results)
 
 
 # --------------------------------------------------------------------------------------------------------
 # presentation: table, plot, CLI
-
-
-def _fmt_s(x: float) -> str:
-    return f"{x * 1e3:.1f} ms" if x < 10 else f"{x:.2f} s"
 
 
 def summary_line(report: ValidationReport) -> str:
@@ -485,15 +484,16 @@ def summary_line(report: ValidationReport) -> str:
 
 def format_table(report: ValidationReport) -> str:
     """The report as a Markdown table (what docs/validation.md shows)."""
-    from firesim.units import format_bytes
+    from firesim.units import format_bytes, format_duration
 
     lines = ["| algo | size | measured median (min-max) | predicted | error | error if the other send model "
              "| link bytes vs plan |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for c in report.cases:
         other_s = c.predicted_rendezvous_s if c.eager else c.predicted_eager_s
-        lines.append(f"| {c.algo} | {format_bytes(c.nbytes)} | {_fmt_s(c.measured_s)} "
-                     f"({_fmt_s(c.measured_min_s)}-{_fmt_s(c.measured_max_s)}) | {_fmt_s(c.predicted_s)} | "
+        lines.append(f"| {c.algo} | {format_bytes(c.nbytes)} | {format_duration(c.measured_s)} "
+                     f"({format_duration(c.measured_min_s)}-{format_duration(c.measured_max_s)}) | "
+                     f"{format_duration(c.predicted_s)} | "
                      f"{c.error * 100:+.1f} % | {(other_s - c.measured_s) / c.measured_s * 100:+.1f} % "
                      f"({'rendezvous' if c.eager else 'eager'}) | {c.link_bytes_error * 100:.1f} % |")
     lines.append("")
@@ -548,28 +548,33 @@ def validate_cmd(
     topology: Annotated[Path, typer.Option(help="Topology YAML to emulate (<= 4 hosts).")],
     algo: Annotated[str, typer.Option(help="Algorithms, comma-separated.")] = "ring,tree,ps",
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "4MiB,16MiB",
-    repeat: Annotated[int, typer.Option(help="Measured runs per case (after one warm-up).")] = 5,
-    out: Annotated[Path | None, typer.Option(help="Directory for traces and logs [default: $TMPDIR/firerun-validate-NAME].")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Save measured-vs-predicted timelines (PNG).")] = None,
-    eager: Annotated[str, typer.Option(help="Sends in the model: off (rendezvous), on (eager), auto (eager when messages fit the measured TCP buffering).")] = "off",
-    shaper: Annotated[str, typer.Option(help="htb (ACKs first, default) or tbf (one FIFO).")] = "htb",
-    backend: Annotated[str, typer.Option(help="torch (gloo) or mpi (mpi4py over MPICH, shared memory off).")] = "torch",
+    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Measured runs per case (after one warm-up).")] = 5,
+    out: Annotated[Path | None, typer.Option(parser=output_dir, help="Directory for traces and logs (default: "
+                                             "firerun-validate-NAME in $TMPDIR).")] = None,
+    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="Save measured-vs-predicted "
+                                              "timelines (PNG).")] = None,
+    eager: Annotated[Literal["off", "on", "auto"], typer.Option(help="Sends in the model: off (rendezvous), on "
+                     "(eager), auto (eager when messages fit the measured TCP buffering).")] = "off",
+    shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first, default) or tbf (one FIFO).")] = "htb",
+    backend: Annotated[Literal["torch", "mpi"], typer.Option(help="torch (gloo) or mpi (mpi4py over MPICH, shared "
+                                                             "memory off).")] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
     from firesim.units import parse_size_list
 
     log = None if as_json else (lambda msg: typer.echo(msg, err=True))
+    algos, sizes = split_specs(algo), parse_size_list(size, what="size")
     try:
-        report = validate(topology, split_specs(algo), parse_size_list(size, what="size"), repeat=repeat,
-                          out_dir=out, eager=eager, shaper=shaper, backend=backend, log=log)
+        report = validate(topology, algos, sizes, repeat=repeat, out_dir=out, eager=eager, shaper=shaper,
+                          backend=backend, log=log)
     except RuntimeError as err:  # a rank failed or the cluster could not be built: one line, exit 1
         typer.echo(f"firerun validate: {err}", err=True)
         raise typer.Exit(1) from None
     if plot is not None:
         plot_timelines(report, plot)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(dumps(report.to_dict(), indent=2))
         return
     typer.echo(summary_line(report))
     typer.echo(format_table(report))

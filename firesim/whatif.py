@@ -179,8 +179,8 @@ class WhatIf:
 def parse_whatif(stragglers: str | None = None, rank_speed: str | None = None,
                  links: Sequence[str] | None = None, seed: int = 0) -> WhatIf:
     """The command-line options of ``predict``/``simulate``/``recommend`` as one ``WhatIf``."""
-    return WhatIf(stragglers=parse_stragglers(stragglers) if stragglers else None,
-                  rank_speeds=parse_rank_speeds(rank_speed) if rank_speed else (),
+    return WhatIf(stragglers=None if stragglers is None else parse_stragglers(stragglers),
+                  rank_speeds=() if rank_speed is None else parse_rank_speeds(rank_speed),
                   links=tuple(parse_link(text) for text in links or ()), seed=int(seed))
 
 

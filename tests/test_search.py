@@ -272,13 +272,13 @@ def test_bad_input_exits_2_one_line_nothing_written(args, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("firesim: error:") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_input_from_a_shell(tmp_path):
     proc = cli("recommend", "--model", "resnet50", "--budget", "-5", "--plot", str(tmp_path / "p.png"))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: budget")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("firesim: error: budget")
     assert list(tmp_path.iterdir()) == []
 
 

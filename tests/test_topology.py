@@ -360,7 +360,7 @@ def test_from_spec_units_and_link_defaults():
         ("star:n=0", None, "n_hosts"),
         ("star:n=4,efficiency=2", None, "efficiency"),
         ("", None, "expected a spec"),
-        ("missing.yaml", None, "no such topology file"),
+        ("missing.yaml", None, "no such file"),
     ],
 )
 def test_from_spec_errors_are_one_line(spec, n_endpoints, match):

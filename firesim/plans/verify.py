@@ -14,6 +14,7 @@ from collections import deque
 import numpy as np
 
 from firesim.errors import UserError
+from firesim.limits import VERIFY_MAX_OPS, check_ops
 from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
 
 
@@ -63,9 +64,13 @@ def match_messages(plan: Plan) -> np.ndarray:
     return partner
 
 
-def verify(plan: Plan) -> None:
-    """Raise PlanError unless the plan is a deadlock-free all-reduce over its workers. Returns None."""
+def verify(plan: Plan, *, max_ops: int = VERIFY_MAX_OPS) -> None:
+    """Raise PlanError unless the plan is a deadlock-free all-reduce over its workers. Returns None.
+
+    The proof runs op by op in Python (~10 us per op, more with many workers), so a plan of more than
+    ``max_ops`` ops is refused up front (``firesim.limits``)."""
     check_structure(plan)
+    check_ops(plan.n_ops, f"verify {plan.name} ({plan.ranks} ranks)", max_ops)
     partner = match_messages(plan).tolist()
     op, chunk, span = plan.op.tolist(), plan.chunk.tolist(), plan.span.tolist()
     peer, offsets = plan.peer.tolist(), plan.offsets.tolist()
