@@ -24,12 +24,10 @@ import numpy as np
 import torch
 
 from firerun.executor import Executor, dtype_name
+from firerun.names import BUILTIN
 from firesim.analytic import allreduce_bandwidths_GBps
 from firesim.errors import UserError
 from firesim.plans import Plan, resolve, verify
-from firesim.units import format_bytes
-
-BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)
@@ -158,28 +156,6 @@ def run_bench(ex: Executor, algos: list[str], sizes: list[int], *, dtype: torch.
             if on_record is not None:
                 on_record(record)
     return records
-
-
-def bench_table(records: list[BenchRecord], title: str):
-    """A rich Table like nccl-tests' output, one row per (size, algorithm)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name, justify in (("size", "right"), ("count", "right"), ("type", "left"), ("algo", "left"),
-                          ("time_us", "right"), ("algbw GB/s", "right"), ("busbw GB/s", "right"),
-                          ("vs builtin", "right"), ("#wrong", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    last_size = None
-    for r in records:
-        if last_size is not None and r.size_bytes != last_size:
-            table.add_section()
-        last_size = r.size_bytes
-        wrong = "N/A" if r.wrong < 0 else str(r.wrong)
-        table.add_row(format_bytes(r.size_bytes), str(r.count), r.dtype, r.algo, f"{r.time_us:.1f}",
-                      f"{r.algbw_GBps:.3f}", f"{r.busbw_GBps:.3f}",
-                      "" if r.vs_builtin is None else f"{r.vs_builtin:.2f}",
-                      wrong if r.wrong <= 0 else f"[bold red]{wrong}[/]")
-    return table
 
 
 @dataclass(frozen=True)

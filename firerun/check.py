@@ -99,17 +99,3 @@ def run_check(ex: Executor, algos: list[str], numels: list[int], dtypes: list[st
                 if on_record is not None:
                     on_record(record)
     return records
-
-
-def check_table(records: list[CheckRecord], title: str):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for name in ("algo", "dtype", "numel", "ops", "#wrong", "wrong ranks", "trace"):
-        table.add_column(name, justify="right" if name in ("numel", "ops", "#wrong") else "left", overflow="fold")
-    for r in records:
-        bad = [str(q) for q, w in enumerate(r.wrong_by_rank) if w]
-        trace = "" if r.trace_ok is None else ("ok" if r.trace_ok else "[bold red]BAD[/]")
-        table.add_row(r.algo, r.dtype, str(r.numel), str(r.ops),
-                      str(r.wrong) if not r.wrong else f"[bold red]{r.wrong}[/]", ",".join(bad), trace)
-    return table

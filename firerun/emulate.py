@@ -45,13 +45,14 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import networkx as nx
 import typer
 
+from firesim.clikit import output_dir
 from firesim.errors import UserError
-from firesim.io import write_json_atomic
+from firesim.io import dumps, read_json, write_json_atomic
 
 __all__ = [
     "EmulatedCluster",
@@ -206,9 +207,9 @@ def list_clusters(state_dir: str | os.PathLike = STATE_DIR) -> list[dict]:
     for path in sorted(Path(state_dir).glob("*.json")) if Path(state_dir).is_dir() else []:
         try:
             state = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # not ours, or half written
             continue
-        if state.get("format") == STATE_FORMAT:
+        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
             out.append({**state, "state_file": str(path)})
     return out
 
@@ -278,14 +279,11 @@ def down_cluster(state_file: str | os.PathLike) -> list[str]:
     then the file. Returns the namespaces that were removed; nothing else is ever touched.
     """
     path = Path(state_file)
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except json.JSONDecodeError:
-        raise UserError(f"emulate down: {path} is not a state file (not JSON)") from None
-    if state.get("format") != STATE_FORMAT:
-        raise UserError(f"emulate down: {path} is not a state file (format {state.get('format')!r})")
+    state = read_json(path, "state file")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise UserError(f"emulate down: {str(path)!r} is not a {STATE_FORMAT} state file")
     wanted = list(state.get("namespaces_created", []))
     prefix = state.get("id", "")
     existing = _existing_namespaces()
@@ -575,7 +573,17 @@ class EmulatedCluster:
 # CLI: firerun emulate up | down | status
 
 emulate_app = typer.Typer(no_args_is_help=True, help="Emulated clusters: network namespaces shaped with tc.")
-StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="Where clusters record what they created.")]
+def _state_dir(value) -> Path:
+    """The state directory to read: the default may not exist yet (no cluster was ever built); one that is
+    given must be a directory."""
+    path = Path(value)
+    if path != STATE_DIR and not path.is_dir():
+        raise typer.BadParameter(f"{str(path)!r} is not a directory")
+    return path
+
+
+StateDirOpt = Annotated[Path, typer.Option("--state-dir", parser=_state_dir,
+                                           help="Where clusters record what they created.")]
 
 
 def _targets(target: str, state_dir: Path) -> list[dict]:
@@ -583,15 +591,20 @@ def _targets(target: str, state_dir: Path) -> list[dict]:
     path = Path(target)
     clusters = list_clusters(state_dir)
     if path.suffix == ".json" and path.exists():
-        return [{**json.loads(path.read_text()), "state_file": str(path)}]
+        state = read_json(path, "state file")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise UserError(f"state file {str(path)!r}: not a {STATE_FORMAT} file")
+        return [{**state, "state_file": str(path)}]
     resolved = str(path.resolve()) if path.exists() else None
     return [c for c in clusters if c.get("id") == target or (resolved and c.get("topology_path") == resolved)]
 
 
 @emulate_app.command("up")
 def up_cmd(topology: Annotated[Path, typer.Argument(help="Topology YAML.")],
-           state_dir: StateDirOpt = STATE_DIR,
-           shaper: Annotated[str, typer.Option(help="htb (ACKs first) or tbf (one FIFO).")] = "htb") -> None:
+           state_dir: Annotated[Path, typer.Option("--state-dir", parser=output_dir,
+                                                   help="Where clusters record what they created.")] = STATE_DIR,
+           shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first) or tbf (one FIFO).")] = "htb",
+           ) -> None:
     """Build the cluster and leave it running; prints its id, namespaces and addresses."""
     cluster = EmulatedCluster(topology, state_dir=state_dir, shaper=shaper)
     cluster.up()
@@ -618,7 +631,9 @@ def status_cmd(target: Annotated[str | None, typer.Argument(help="Cluster id, st
                state_dir: StateDirOpt = STATE_DIR,
                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Clusters recorded on this machine: alive namespaces and wire bytes per directed link."""
-    clusters = _targets(target, state_dir) if target else list_clusters(state_dir)
+    clusters = _targets(target, state_dir) if target is not None else list_clusters(state_dir)
+    if target is not None and not clusters:
+        raise UserError(f"emulate status: no cluster {target!r} under {str(state_dir)!r}")
     existing = _existing_namespaces()
     records = []
     for c in clusters:
@@ -635,7 +650,7 @@ def status_cmd(target: Annotated[str | None, typer.Argument(help="Cluster id, st
                         "up": bool(alive) and all(alive.values()), "alive": alive,
                         "addresses": c.get("addresses", {}), "links": links})
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(dumps(records, indent=2))
         return
     if not records:
         typer.echo("no emulated clusters")

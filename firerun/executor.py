@@ -41,6 +41,7 @@ import torch
 
 from firerun.errors import PEER_FAILED, ExecError
 from firerun.liveness import FaultBoard, Verdict, Wait
+from firerun.names import DTYPE_ALIASES, DTYPE_NAMES
 from firerun.transport import (
     DATA_TAGS,
     MpiTransport,
@@ -54,10 +55,7 @@ from firesim.errors import UserError
 from firesim.plans import Op, Plan, chunk_bounds
 from firesim.trace import Trace, software_versions
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16,
-                                  "bfloat16": torch.bfloat16, "float64": torch.float64}
-DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16",
-                 "fp64": "float64", "double": "float64"}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 FAULT_ENV = "FIRERUN_FAULT"
 
 

@@ -13,6 +13,7 @@ job can never join another that was given the same MASTER_PORT.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -122,15 +123,15 @@ def _say(message: str) -> None:
 
 def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"] = "local",
            grace_s: float = 3.0, timeout_s: float | None = None, env: dict | None = None,
-           master_port: int | None = None) -> int:
+           master_port: int | None = None, allow_oversubscribe: bool = False) -> int:
     """Run ``firerun <args>`` as ``nproc`` ranks on this machine; return the job's exit code.
 
     The exit code is the root cause's: the first rank to fail other than by losing a peer (a lost rank's own
     code: 137 for SIGKILL), else 3 (a rank hung and was killed), 0 when all succeed. ``timeout_s`` bounds
-    the whole job. ``master_port``: the rendezvous port (default: a free one).
+    the whole job. ``master_port``: the rendezvous port (default: a free one). More ranks than the machine
+    runs are refused first (``check_local_ranks``).
     """
-    if nproc < 1:
-        raise UserError(f"nproc: must be >= 1, got {nproc}")
+    check_local_ranks(nproc, allow_oversubscribe=allow_oversubscribe)
     if grace_s < 0:
         raise UserError(f"grace_s: must be >= 0, got {grace_s}")
     base = local_job_env(dict(os.environ if env is None else env), master_port)
@@ -236,6 +237,29 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- Slurm
+# Slurm's --time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
+# days-hours:minutes, days-hours:minutes:seconds; or UNLIMITED / infinite.
+_SLURM_TIME = re.compile(r"(\d{1,7})(:\d{1,2})?|\d{1,6}:\d{1,2}:\d{1,2}|\d{1,5}-\d{1,2}(:\d{1,2}){0,2}|"
+                         r"UNLIMITED|unlimited|infinite|INFINITE")
+# Partition and account names: what Slurm allows in practice, nothing a shell or #SBATCH line interprets.
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}(,[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}){0,15}")
+_SBATCH_OPTION = re.compile(r"--[a-z][a-z0-9-]{0,40}(=[A-Za-z0-9_.,:+/@%-]{1,200})?")
+
+
+def slurm_time(text: str) -> str:
+    """``text`` if it is one of Slurm's --time formats (``30``, ``00:30:00``, ``1-12:00``, ``UNLIMITED``)."""
+    if not isinstance(text, str) or not _SLURM_TIME.fullmatch(text):
+        raise UserError(f"time: {text!r} is not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS "
+                        "or UNLIMITED)")
+    return text
+
+
+def _slurm_name(value: str | None, what: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not _SLURM_NAME.fullmatch(value)):
+        raise UserError(f"{what}: {value!r} is not a Slurm name (letters, digits and _.+-, comma-separated)")
+    return value
+
+
 TRAIN_RESTARTS = 3
 
 
@@ -264,11 +288,23 @@ def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Lit
     srun: one task per rank; ranks read SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID.
     torchrun: one task per node running torchrun, which sets RANK / WORLD_SIZE / LOCAL_RANK.
     mpiexec: srun with PMI (``--mpi=pmi2``), for ``--backend mpi``.
+
+    Everything that reaches the script is checked or quoted: names (job, partition, account) must be plain
+    names, ``time_limit`` one of Slurm's formats, counts in range, ``extra_sbatch`` items plain ``--key=value``
+    options; the command's words are ``shlex.quote``d.
     """
-    if nodes < 1 or tasks_per_node < 1:
-        raise UserError("nodes and tasks per node must be >= 1")
+    for name, value, low, high in (("nodes", nodes, 1, 100_000), ("tasks_per_node", tasks_per_node, 1, 1024),
+                                   ("gpus_per_node", gpus_per_node, 0, 64), ("port", port, 1, 65535)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise UserError(f"{name}: must be an integer in {low}..{high}, got {value!r}")
     if mode not in ("srun", "torchrun", "mpiexec"):
         raise UserError(f"mode: must be srun, torchrun or mpiexec, got {mode!r}")
+    for what, value in (("job name", job_name), ("partition", partition), ("account", account)):
+        _slurm_name(value, what)
+    slurm_time(time_limit)
+    for item in extra_sbatch or []:
+        if not _SBATCH_OPTION.fullmatch(item):
+            raise UserError(f"extra sbatch option: expected a plain --key or --key=value, got {item!r}")
     py = python or sys.executable
     args, restarts = _train_args(args, gpus_per_node)
     tail = " ".join(shlex.quote(a) for a in args)
@@ -298,3 +334,40 @@ def sbatch_script(args: list[str], *, nodes: int, tasks_per_node: int, mode: Lit
     else:
         lines.append(f"srun --kill-on-bad-exit=1 --mpi=pmi2 {shlex.quote(py)} -m firerun {tail}")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- limits
+# A rank imports torch and holds its buffers: ~220 MB resident before any buffer (measured: `import torch,
+# torch.distributed`), so 512 MiB a rank is a fair floor. Ranks mostly wait on messages, so a few per core
+# still run (the tests start 5 on 2 cores), but hundreds thrash the machine.
+RANK_MEMORY_BYTES = 512 * 2**20
+RANKS_PER_CORE = 4
+MIN_RANKS_LIMIT = 8
+
+
+def check_local_ranks(nproc: int, *, allow_oversubscribe: bool = False) -> None:
+    """Refuse, in one line with the estimate and the limit, to start more local ranks than this machine runs:
+    more than ``RANKS_PER_CORE`` a core (at least ``MIN_RANKS_LIMIT``) unless ``allow_oversubscribe``, and
+    never more than its available memory holds at ``RANK_MEMORY_BYTES`` a rank."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise UserError(f"nproc: must be an integer >= 1, got {nproc!r}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = max(MIN_RANKS_LIMIT, RANKS_PER_CORE * cores)
+    if nproc > limit and not allow_oversubscribe:
+        raise UserError(f"nproc: {nproc} ranks on {cores} cores is more than the limit of {limit} "
+                        f"({RANKS_PER_CORE} a core); --allow-oversubscribe starts them anyway")
+    available = _available_memory_bytes()
+    if available is not None and nproc * RANK_MEMORY_BYTES > available:
+        raise UserError(f"nproc: {nproc} ranks need ~{nproc * RANK_MEMORY_BYTES / 2**30:.1f} GiB "
+                        f"({RANK_MEMORY_BYTES >> 20} MiB each); this machine has {available / 2**30:.1f} GiB available")
+
+
+def _available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -49,7 +49,7 @@ MiB = 1 << 20
 class TrainConfig(BaseModel):
     """Everything that decides what a training run computes (and, for checkpoints, must not change)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = "small_cnn"
     data: Literal["digits", "synthetic"] = "synthetic"

@@ -64,7 +64,9 @@ from firerun.emulate import (
     EmulatedCluster,
     check_emulable,
 )
+from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
+from firesim.io import dumps, write_json_atomic
 from firesim.plans import Plan, algorithms, resolve, split_specs
 from firesim.trace import Trace, compare
 
@@ -350,7 +352,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
                 "topology": name, "ports": [{"node": pt.node, "peer": pt.peer, "ns": pt.ns, "ifname": pt.ifname}
                                             for pair in cluster.links for pt in pair]}
         spec_path = out / "spec.json"
-        spec_path.write_text(json.dumps(spec))
+        write_json_atomic(spec_path, spec)
         for stale in ("results.json", "progress.jsonl"):
             (out / stale).unlink(missing_ok=True)
         say(f"cluster {cluster.id} up: {p} ranks on {name}, {shaper}, {backend}; running {len(spec['cases'])} "
@@ -770,8 +772,6 @@ def _worker(spec_path: str) -> None:
         if spec["backend"] != "mpi":
             dist.destroy_process_group()
     if rank == 0:
-        from firesim.io import write_json_atomic
-
         write_json_atomic(out / "results.json", results)
 
 
@@ -788,10 +788,10 @@ def validate_cmd(
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "1MiB,4MiB,16MiB",
     repeat: Annotated[int, typer.Option(help="Measured runs per case (after the warm-up).")] = 5,
     warmup: Annotated[int, typer.Option(help="Unmeasured runs per case first.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="--topology: folder for traces and logs (default: "
+    out: Annotated[Path | None, typer.Option(parser=output_dir, help="--topology: folder for traces and logs (default: "
                                                   "$TMPDIR/firerun-validate-NAME); --suite: folder for the report "
                                                   "(default: docs).")] = None,
-    plot: Annotated[Path | None, typer.Option(help="--topology: save measured-vs-predicted timelines (PNG).")] = None,
+    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="--topology: save measured-vs-predicted timelines (PNG).")] = None,
     shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
     backend: Annotated[str, typer.Option(help="torch (gloo) and/or mpi (mpi4py over MPICH), comma-separated.")] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="--topology: print JSON instead of a table.")] = False,
@@ -845,7 +845,7 @@ def validate_cmd(
     if plot is not None:
         validate_report.plot_timelines(report, plot)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(dumps(report.to_dict(), indent=2))
         return
     typer.echo(validate_report.summary_line(report))
     typer.echo(validate_report.format_table(report))

@@ -26,6 +26,11 @@ _EXPORTS = {
     "load_workload": "firesim.workload", "ModelProfile": "firesim.workload",
     "allreduce_seconds": "firesim.cluster",
     "UserError": "firesim.errors",
+    "reproduce_paper": "firesim.search.paper", "PaperSetup": "firesim.search.paper",
+    "recommend": "firesim.search.recommend", "sweep": "firesim.search.sweep", "grid": "firesim.search.sweep",
+    "Setting": "firesim.search.sweep", "Case": "firesim.search.sweep", "search_space": "firesim.search.sweep",
+    "make_executor": "firesim.search.executor",
+    "WhatIf": "firesim.whatif", "parse_whatif": "firesim.whatif",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firesim.errors import UserError
+
 
 @dataclass(frozen=True)
 class CommParams:
@@ -23,6 +25,18 @@ class CommParams:
     alpha_s: float
     beta_s_per_byte: float
     gamma_s_per_byte: float
+
+    def __post_init__(self):
+        # A negative or NaN figure would give negative or NaN times without any error: refuse it here, where
+        # every closed form (and firesim.plans.allreduce_time) gets its figures from.
+        for name in ("alpha_s", "beta_s_per_byte", "gamma_s_per_byte"):
+            value = getattr(self, name)
+            try:
+                ok = bool(np.all(np.isfinite(value) & (np.asarray(value) >= 0)))
+            except TypeError:
+                ok = False
+            if not ok or isinstance(value, bool):
+                raise UserError(f"{name}: must be finite and >= 0, got {value!r}")
 
     def astuple(self) -> tuple[float, float, float]:
         return self.alpha_s, self.beta_s_per_byte, self.gamma_s_per_byte
@@ -36,6 +50,13 @@ class Levels:
     inter: CommParams
     intra: CommParams | None = None
     ranks_per_node: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.inter, CommParams) or not isinstance(self.intra, (CommParams, type(None))):
+            raise UserError("levels: inter (and intra, if given) must be CommParams")
+        if isinstance(self.ranks_per_node, bool) or not isinstance(self.ranks_per_node, (int, np.integer)) \
+                or self.ranks_per_node < 1:
+            raise UserError(f"ranks_per_node: must be an integer >= 1, got {self.ranks_per_node!r}")
 
     def flat(self, ranks) -> CommParams:
         """The level a one-level algorithm over ``ranks`` ranks runs at: intra while they fit one node."""

@@ -16,6 +16,7 @@ from firesim.analytic import Levels
 from firesim.engine import simulate
 from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params
+from firesim.limits import MAX_OPS, check_topology_size
 from firesim.plans import Choice, Plan, resolve
 
 __all__ = ["allreduce_seconds", "bucket_plan", "cluster_levels", "cluster_topology", "resolve_for"]
@@ -32,9 +33,9 @@ def resolve_for(cluster: Cluster, gpus: int, algo: str | Choice) -> Choice:
     return resolve(algo, workers=gpus, ranks_per_node=cluster.gpus_per_node)
 
 
-def bucket_plan(cluster: Cluster, gpus: int, algo: str | Choice, nbytes: int = 0) -> Plan:
-    """The plan one exchange runs on ``gpus`` GPUs of ``cluster``."""
-    return resolve_for(cluster, gpus, algo).build(gpus, nbytes)
+def bucket_plan(cluster: Cluster, gpus: int, algo: str | Choice, nbytes: int = 0, *, max_ops: int = MAX_OPS) -> Plan:
+    """The plan one exchange runs on ``gpus`` GPUs of ``cluster`` (refused beyond ``max_ops`` ops)."""
+    return resolve_for(cluster, gpus, algo).build(gpus, nbytes, max_ops=max_ops)
 
 
 def allreduce_seconds(cluster: Cluster, gpus: int, nbytes, algo: str | Choice):
@@ -103,6 +104,7 @@ def cluster_topology(cluster: Cluster, gpus: int) -> nx.Graph:
                          latency_s=inter.latency_s / 2 if "nic" in kinds and "gpu" not in
                          {G.nodes[u]["role"], G.nodes[v]["role"]} else 0.0)
     else:
+        check_topology_size(nodes * (gpn + 1) + 1, nodes * (gpn + 1), f"{cluster.name}: {nodes} nodes x {gpn} GPUs")
         G = nx.Graph(name=f"{cluster.name}-{nodes}x{gpn}", routing="shortest", endpoints=[])
         G.add_node("fabric", role="switch")
         for i in range(nodes):

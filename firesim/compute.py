@@ -81,7 +81,7 @@ def precision(dtype: str, grad_dtype: str | None = None) -> Precision:
     """``grad_dtype`` None: fp64 for fp64, else fp32 (mixed precision keeps fp32 gradients, as torch.autocast)."""
     if dtype not in DTYPE_NBYTES:
         raise UserError(f"dtype: must be one of {', '.join(DTYPE_NBYTES)}, got {dtype!r}")
-    grad = grad_dtype or ("fp64" if dtype == "fp64" else "fp32")
+    grad = ("fp64" if dtype == "fp64" else "fp32") if grad_dtype is None else grad_dtype
     if grad not in GRAD_DTYPES:
         raise UserError(f"grad-dtype: must be one of {', '.join(GRAD_DTYPES)}, got {grad!r}")
     return Precision(dtype, grad, DTYPE_NBYTES[dtype], DTYPE_NBYTES[grad])
@@ -269,8 +269,10 @@ NO_OVERHEADS = Overheads(interference=0.0, gpu_spread=0.0, optimizer=False, inpu
 def parse_overheads(text: str | None) -> Overheads:
     """'default', 'none', or key=value: interference=0.189, spread=0.01, optimizer=on|off,
     input=catalog|none|<samples/s per node>; keys not given keep their defaults."""
-    text = (text or "default").strip()
-    if text in ("default", ""):
+    text = "default" if text is None else text.strip()
+    if not text:
+        raise UserError("overheads: empty; give default, none or key=value items such as interference=0.2")
+    if text == "default":
         return Overheads()
     if text == "none":
         return NO_OVERHEADS
@@ -305,8 +307,9 @@ def _normal_scores(n: int) -> np.ndarray:
 
 
 def gpu_spread_factor(gpus: int, spread: float) -> float:
-    """How much longer the slowest of ``gpus`` GPUs takes than a nominal one."""
-    return 1.0 + spread * float(_normal_scores(gpus)[-1]) if gpus > 1 else 1.0
+    """How much longer the slowest of ``gpus`` GPUs takes than a nominal one (the largest of ``_normal_scores``,
+    computed alone: a prediction for 2**31 GPUs must not list them)."""
+    return 1.0 + spread * NormalDist().inv_cdf((gpus - 0.375) / (gpus + 0.25)) if gpus > 1 else 1.0
 
 
 def rank_spread_factors(gpus: int, spread: float, seed: int = 0) -> np.ndarray:

@@ -312,9 +312,7 @@ def _packaged_path() -> Path:
 
 def _catalog_sections(data: Any, label: str) -> dict[str, dict[str, dict]]:
     """Check the shape of a catalog file (mappings all the way down to entries); sections are optional."""
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict):  # an empty file too: giving one is a mistake, not "no changes"
         raise UserError(f"{label}: expected a mapping with sections {', '.join(SECTIONS)}")
     data = dict(data)
     kind = data.pop("kind", "catalog")

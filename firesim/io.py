@@ -1,4 +1,6 @@
-"""Writing results: atomically (a reader never sees half a file) and as strict JSON (no NaN or Infinity).
+"""Files in and out. Out: atomically (a reader never sees half a file) and as strict JSON (no NaN or
+Infinity). In: every user file through ``read_text`` / ``read_json``, so a missing file, a directory, a
+file too big to be what it claims, bytes that are not UTF-8 or JSON that is not strict all end as one line.
 
 Every file the product writes goes through ``write_text_atomic``; every JSON document, to a file or to
 stdout, through ``dumps`` so that any strict parser reads it: numpy scalars and arrays become plain numbers
@@ -21,7 +23,54 @@ import numpy as np
 
 from firesim.errors import UserError
 
-__all__ = ["check_writable", "dumps", "jsonable", "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["MAX_INPUT_BYTES", "check_writable", "dumps", "jsonable", "read_json", "read_text", "write_bytes_atomic",
+           "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
+
+# Hand-written inputs (topologies, hardware catalogs, model profiles) are kilobytes; 64 MiB already holds a
+# 100,000-host topology. Plans and traces are bigger and pass their own limit.
+MAX_INPUT_BYTES = 64 * 2**20
+
+
+def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> str:
+    """A user's input file as text. One-line UserError (naming ``what`` and the path) for a missing file, a
+    directory, an unreadable or oversized one, or bytes that are not UTF-8."""
+    path = Path(path)
+    label = f"{what} {str(path)!r}"
+    try:
+        if path.is_dir():
+            raise UserError(f"{label}: is a directory, not a file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserError(f"{label}: {size:,} bytes is more than the {max_bytes:,} a {what} may have")
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)  # a pipe or /proc file reports size 0
+    except FileNotFoundError:
+        raise UserError(f"{label}: no such file") from None
+    except OSError as err:
+        raise UserError(f"{label}: cannot read ({err.strerror or err})") from None
+    if len(raw) > max_bytes:
+        raise UserError(f"{label}: more than the {max_bytes:,} bytes a {what} may have")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{label}: not UTF-8 text (byte {err.start})") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_INPUT_BYTES) -> Any:
+    """A user's strict-JSON file (``read_text`` rules; NaN/Infinity, bad syntax, deep nesting: one line)."""
+    text = read_text(path, what, max_bytes)
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what} {str(path)!r}: not JSON ({err.msg} at line {err.lineno})") from None
+    except ValueError as err:
+        raise UserError(f"{what} {str(path)!r}: not strict JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{what} {str(path)!r}: JSON nested too deeply") from None
 
 
 def jsonable(value: Any) -> Any:
@@ -69,8 +118,20 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into place."""
+def _umask() -> int:
+    """The process umask, read without changing it (Linux reports it in /proc; elsewhere assume 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk and rename it into place, with
+    the permissions a plain ``open`` would give (a temporary file is private: 0600)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,10 +139,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     except OSError as err:
         raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -89,6 +151,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
             raise UserError(f"output: cannot write {str(path)!r} ({err.strerror or err})") from None
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8, written atomically (``write_bytes_atomic``)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = None) -> Path:

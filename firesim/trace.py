@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import platform
 from dataclasses import dataclass
 from enum import IntEnum
@@ -22,11 +21,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from firesim.errors import UserError
-from firesim.io import write_json_atomic
+from firesim.errors import UserError, validation_line
+from firesim.io import read_json, write_json_atomic
+from firesim.limits import BYTES_PER_OP, MAX_OPS
 from firesim.plans.ir import OP_NAMES, Op, Plan, decode_array, encode_array
+from firesim.units import MAX_BYTES, MAX_COUNT
 
 TRACE_FORMAT = "firesim.trace/1"
 _COLUMNS = {"rank": np.int32, "op": np.int8, "chunk": np.int32, "peer": np.int32, "nbytes": np.int64,
@@ -55,9 +56,9 @@ class TraceHeader(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: str
-    ranks: int
-    nbytes: int
-    chunks: int
+    ranks: int = Field(ge=1, le=MAX_COUNT)
+    nbytes: int = Field(ge=0, le=MAX_BYTES)
+    chunks: int = Field(ge=0, le=MAX_COUNT)  # 0: an iteration trace (no plan chunks)
     source: Literal["simulated", "measured"]
     topology: str = ""
     hardware: str = ""
@@ -138,27 +139,49 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: dict) -> Trace:
+        """A trace from its JSON form; every defect (a bad column, NaN or negative times, an end before its
+        start, a rank outside the header's) is a one-line UserError."""
+        if not isinstance(data, dict):
+            raise UserError(f"trace: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != TRACE_FORMAT:
             raise UserError(f"trace: format must be {TRACE_FORMAT!r}, got {data.get('format')!r}")
+        columns_in = data.get("columns")
+        if not isinstance(columns_in, dict):
+            raise UserError("trace: missing the columns object")
+        missing = [name for name in _COLUMNS if name not in columns_in]
+        if missing:
+            raise UserError(f"trace: missing column {missing[0]!r}")
         try:
-            columns = {name: decode_array(data["columns"][name], dtype) for name, dtype in _COLUMNS.items()}
-        except KeyError as missing:
-            raise UserError(f"trace: missing column {missing.args[0]!r}") from None
-        step = data["columns"].get("step")
-        return cls(header=TraceHeader.model_validate(data["header"]), **columns,
-                   step=None if step is None else decode_array(step, np.int32))
+            header = TraceHeader.model_validate(data.get("header"))
+        except ValidationError as err:
+            raise UserError(f"trace: header.{validation_line(err)}") from None
+        columns = {name: decode_array(columns_in[name], dtype, f"trace: column {name}")
+                   for name, dtype in _COLUMNS.items()}
+        step = columns_in.get("step")
+        columns["step"] = None if step is None else decode_array(step, np.int32, "trace: column step")
+        n = columns["rank"].shape[0]
+        if any(c is not None and c.shape != (n,) for c in columns.values()):
+            raise UserError("trace: columns differ in length")
+        t_start, t_end = columns["t_start"], columns["t_end"]
+        if not np.all(np.isfinite(t_start) & np.isfinite(t_end)):
+            raise UserError("trace: t_start and t_end must be finite")
+        if np.any(t_end < t_start):
+            raise UserError("trace: an op ends before it starts")
+        if np.any(columns["nbytes"] < 0):
+            raise UserError("trace: nbytes must be >= 0")
+        if np.any((columns["rank"] < 0) | (columns["rank"] >= header.ranks)):
+            raise UserError(f"trace: a rank is outside 0..{header.ranks - 1}")
+        if not np.all(np.isin(columns["op"], [*range(len(OP_NAMES)), *(int(p) for p in Phase)])):
+            raise UserError("trace: unknown record kind (op code)")
+        return cls(header=header, **columns)
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"trace: no such file {str(path)!r}") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"trace: {path}: not JSON ({err.msg} at line {err.lineno})") from None
+        """Read a trace file (``save``); every defect is one line naming the file (``firesim.io.read_json``)."""
+        return cls.from_dict(read_json(path, "trace file", max_bytes=2 * MAX_OPS * BYTES_PER_OP))
 
     def to_chrome(self, path: str | Path | None = None) -> dict:
         """Chrome trace (chrome://tracing, Perfetto): one row per rank, one slice per op, times in us."""

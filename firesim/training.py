@@ -37,9 +37,11 @@ from firesim.compute import (
 from firesim.engine import simulate
 from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params, price_per_gpu_hour, resolve_cluster
+from firesim.limits import MAX_OPS, check_ops
 from firesim.memory import memory_per_gpu
 from firesim.plans import Op, Plan
 from firesim.trace import Trace
+from firesim.whatif import WhatIf, iteration_kwargs
 from firesim.workload import ModelProfile, load_workload
 
 DDP_BUCKET_NBYTES = 25 * 2**20
@@ -219,7 +221,8 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
             batch_per_gpu: int | None = None, epochs: float = 90.0, baseline_batch: int = 32,
             dtype: str = "fp32", grad_dtype: str | None = None, optimizer: str | None = None,
             overheads: Overheads = DEFAULT_OVERHEADS, accumulation: int = 1, overlap: bool = True,
-            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic") -> Prediction:
+            bucket_nbytes: int = DDP_BUCKET_NBYTES, engine: str = "analytic",
+            whatif: WhatIf | None = None, max_ops: int = MAX_OPS) -> Prediction:
     """Iteration time, time to train ``epochs`` epochs, speedup and efficiency against one GPU training
     the same epochs with its own batch (``baseline_batch``, FireCaffe's single-GPU GoogLeNet used 32), cost,
     and memory per GPU (does the configuration fit?).
@@ -227,13 +230,17 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     ``batch`` is the global batch per optimizer step (split over GPUs and ``accumulation`` micro-batches).
     engine="des" plays the iteration on the simulator (``simulate_iteration``: the cluster's topology, link
     contention between buckets and ranks); "analytic" (default) is the closed form. comm_s is the closed-form
-    all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine.
-    ``profile`` and ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    all-reduce time of the buckets either way; exposed_comm_s and iteration_s come from the chosen engine,
+    which refuses an iteration of more than ``max_ops`` plan ops (``firesim.limits``). ``profile`` and
+    ``cluster`` may be names (``"googlenet"``, ``"titan"``) or files, as on the command line.
+    ``whatif`` (stragglers, per-rank speeds, per-link figures; ``firesim.whatif``) needs engine="des".
     """
     profile = load_workload(profile) if isinstance(profile, str) else profile
     cluster = resolve_cluster(cluster) if isinstance(cluster, str) else cluster
     if engine not in ("analytic", "des"):
         raise UserError(f"engine: must be 'analytic' or 'des', got {engine!r}")
+    if whatif is not None and whatif.active and engine != "des":
+        raise UserError("stragglers, rank speeds and link overrides are played by the simulator: use --engine des")
     if (batch is None) == (batch_per_gpu is None):
         raise UserError("batch: give exactly one of the global batch and the batch per GPU")
     if not epochs > 0:
@@ -247,8 +254,9 @@ def predict(profile: ModelProfile | str, cluster: Cluster | str, gpus: int, algo
     options = dict(dtype=dtype, grad_dtype=grad_dtype, optimizer=optimizer, overheads=overheads,
                    accumulation=accumulation, overlap=overlap, bucket_nbytes=bucket_nbytes)
     it = iteration(profile, cluster, gpus, micro, algo, **options)
-    if engine == "des" and gpus > 1:
-        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, **options)
+    if engine == "des" and (gpus > 1 or whatif is not None and whatif.active):
+        sim = simulate_iteration(profile, cluster, gpus, algo, batch_per_gpu=micro, max_ops=max_ops, **options,
+                                 **iteration_kwargs(whatif, cluster, gpus, algo))
         it = replace(it, exposed_comm_s=sim.exposed_comm_s, input_wait_s=sim.input_wait_s,
                      iteration_s=sim.iteration_s)
     base = iteration(profile, cluster, 1, baseline_batch, algo, **{**options, "accumulation": 1})
@@ -316,6 +324,8 @@ class SimulatedIteration:
     bucket_ready_s: np.ndarray  # [bucket, rank]: backward has produced the bucket (dedicated servers: 0)
     bucket_done_s: np.ndarray  # [bucket, rank]: its all-reduce has finished at the rank
     trace: Trace
+    backward_start_s: np.ndarray | None = None  # per worker: forward (and earlier micro-batches) done
+    backward_end_s: np.ndarray | None = None  # per worker: its last backward done (timelines draw these)
 
 
 @dataclass(frozen=True)
@@ -387,8 +397,8 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
                        first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES, rank_speed=None,
                        stragglers: Stragglers | None = None, link_overrides: Mapping | None = None,
-                       eager: bool = False, seed: int = 0, measured: MeasuredCompute | None = None
-                       ) -> SimulatedIteration:
+                       eager: bool = False, seed: int = 0, measured: MeasuredCompute | None = None,
+                       max_ops: int = MAX_OPS) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward (and the first accumulation - 1 micro-batches), then backward emitting the buckets (reverse layer
@@ -400,12 +410,18 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     ``stragglers``. Overlap interference slows each rank's backward while a bucket is on the wire; the wire
     times it uses are the closed form's (the engine's own contention does not feed back into compute). The
     seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. ``measured`` replaces the
-    roofline step and the profile's buckets by measured ones (``MeasuredCompute``).
+    roofline step and the profile's buckets by measured ones (``MeasuredCompute``). An iteration of more than
+    ``max_ops`` ops (every bucket's plan, plus a gate per bucket and rank) is refused before anything per rank
+    is computed.
     """
     st = _setup(profile, cluster, gpus, batch_per_gpu, algo, dtype, grad_dtype, optimizer, overheads, accumulation,
                 overlap, bucket_nbytes, first_bucket_nbytes)
     if measured is not None:
         st = replace(st, step=measured.step(), buckets=measured.buckets())
+    choice = resolve_for(cluster, gpus, algo)
+    ranks = choice.ranks(gpus)
+    check_ops(len(st.buckets) * (choice.ops(gpus) + ranks) + ranks,
+              f"{profile.name} iteration, {algo} on {gpus} GPUs ({len(st.buckets)} buckets)", max_ops)
     speed = np.ones(gpus) if rank_speed is None else np.asarray(rank_speed, np.float64)
     if speed.shape != (gpus,) or not np.all(speed > 0):
         raise UserError(f"rank_speed: needs {gpus} positive factors")
@@ -418,14 +434,14 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     wire = np.atleast_1d(allreduce_seconds(cluster, gpus, np.array(nbytes, np.float64), algo)).astype(np.float64)
     interference = overheads.interference if (overlap and gpus > 1) else 0.0
     ready = np.empty((len(nbytes), gpus))
-    backward_end = np.empty(gpus)
+    backward_start, backward_end = np.empty(gpus), np.empty(gpus)
     for r in range(gpus):  # each rank's backward, at its speed, slowed while its buckets are on the wire
         slow = 1.0 / speed[r]
         before = ((accumulation - 1) * (fwd + bwd) + fwd) * slow
         marks = np.array([b.ready_fraction for b in st.buckets]) * bwd * slow
         r_ready, _, r_end = overlap_schedule(marks, wire, bwd * slow, interference)
-        ready[:, r], backward_end[r] = before + r_ready, before + r_end
-    base = bucket_plan(cluster, gpus, algo)
+        ready[:, r], backward_start[r], backward_end[r] = before + r_ready, before, before + r_end
+    base = bucket_plan(cluster, gpus, algo, max_ops=max_ops)
     servers = base.ranks - gpus  # dedicated parameter servers compute nothing: their gates open at once
     ready = np.pad(ready, ((0, 0), (0, servers)))
     plan, op_nbytes, release, bucket_of, is_comm = _iteration_plan(
@@ -436,7 +452,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     trace = simulate(plan, G, alpha_s=cluster.software_latency_s, gamma_s_per_byte=params.gamma_s_per_byte,
                      eager=eager, itemsize=st.prec.grad_nbytes,
                      rank_speed=np.pad(speed, (0, servers), constant_values=1.0), link_overrides=link_overrides,
-                     seed=seed, op_nbytes=op_nbytes, release_s=release)
+                     seed=seed, op_nbytes=op_nbytes, release_s=release, max_ops=max_ops)
     done = ready.copy()
     np.maximum.at(done, (bucket_of[is_comm], trace.rank[is_comm]), trace.t_end[is_comm])
     rank_end = trace.t_end[bucket_of == len(nbytes)]
@@ -447,4 +463,5 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     return SimulatedIteration(gpus=gpus, algo=algo, batch_per_gpu=float(batch_per_gpu), compute_s=compute_s,
                               iteration_s=iteration_s, exposed_comm_s=max(0.0, float(rank_end.max()) - own),
                               input_wait_s=max(0.0, floor_s - busy), rank_speed=speed, rank_end_s=rank_end,
-                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace)
+                              bucket_nbytes=tuple(nbytes), bucket_ready_s=ready, bucket_done_s=done, trace=trace,
+                              backward_start_s=backward_start, backward_end_s=backward_end)

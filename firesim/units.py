@@ -1,6 +1,12 @@
 """Read and write quantities the way people write them: sizes, rates and durations ("16MiB", "25GB/s",
 "1gbit", "5us"), lists and ranges ("1,32,128", "1:128", "1KiB:64MiB"), key=value options; and the reverse,
-the most readable unit string for a rate or a duration (``format_rate``, ``format_seconds``).
+the most readable unit string for a rate or a duration (``format_rate``, ``format_seconds``, exact, for files)
+and the one display format of durations, sizes and counts in tables (``format_duration``, ``format_bytes``,
+``format_count``), which both command lines use.
+
+Every parser refuses what no quantity can be: NaN, infinity, a negative number, an empty list item, a size
+beyond ``MAX_BYTES``. Errors are one-line ``UserError``s that quote the value with ``repr`` (a value holding a
+newline or markup stays one harmless line).
 
 Decimal prefixes are powers of 1000 and binary ones (Ki, Mi, Gi, Ti) powers of 1024, as nccl-tests and tc do.
 A bare number is taken in the base unit (bytes, bytes/s, seconds).
@@ -25,10 +31,27 @@ _TIME_UNIT = {"s": (1, 1), "ms": (1, 1e3), "us": (1, 1e6), "µs": (1, 1e6), "ns"
               "h": (3600, 1), None: (1, 1)}
 
 
+# Larger sizes are typos (1 PiB is far beyond any buffer a collective moves) and would overflow int64 byte
+# arithmetic downstream: refused, with the limit in the message.
+MAX_BYTES = 2**50
+# Rank, GPU and node counts: int32 columns index ranks in plans and traces.
+MAX_COUNT = 2**31 - 1
+# Values a range such as 1:1PiB with a small factor may expand to (each is a separate prediction or run).
+MAX_LIST_ITEMS = 4096
+
+
+def _finite(value: float, what: str, original) -> float:
+    if not math.isfinite(value):
+        raise UserError(f"{what}: must be a finite number, got {original!r}")
+    return value
+
+
 def _number(value, what: str):
     if isinstance(value, bool):
         raise UserError(f"{what}: expected a number or a string with units, got {value!r}")
     if isinstance(value, (int, float)):
+        if isinstance(value, float):
+            _finite(value, what, value)
         if value < 0:
             raise UserError(f"{what}: must not be negative, got {value!r}")
         return value
@@ -38,15 +61,17 @@ def _number(value, what: str):
 def parse_bytes(value: str | int | float, what: str = "size") -> int:
     """'16MiB' -> 16777216; '1GB' -> 10**9; 4096 -> 4096. Fractions of a byte are rounded down."""
     n = _number(value, what)
-    if n is not None:
-        return int(n)
-    m = _SIZE_RE.match(str(value).strip())
-    if not m:
-        raise UserError(f"{what}: cannot parse {value!r} as a size (e.g. 4096, 16MiB, 1GB)")
-    unit = m.group(3) or ""
-    if unit == "b":  # lower-case b alone means bits, which is a rate unit, not a size
-        raise UserError(f"{what}: {value!r} is in bits; write sizes in bytes (e.g. 16MiB)")
-    return int(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()])
+    if n is None:
+        m = _SIZE_RE.match(str(value).strip())
+        if not m:
+            raise UserError(f"{what}: cannot parse {value!r} as a size (e.g. 4096, 16MiB, 1GB)")
+        unit = m.group(3) or ""
+        if unit == "b":  # lower-case b alone means bits, which is a rate unit, not a size
+            raise UserError(f"{what}: {value!r} is in bits; write sizes in bytes (e.g. 16MiB)")
+        n = _finite(float(m.group(1)) * _PREFIX[(m.group(2) or "").lower()], what, value)
+    if n > MAX_BYTES:
+        raise UserError(f"{what}: {value!r} is more than the largest size, {format_bytes(MAX_BYTES)}")
+    return int(n)
 
 
 def parse_rate(value: str | int | float, what: str = "rate") -> float:
@@ -63,7 +88,7 @@ def parse_rate(value: str | int | float, what: str = "rate") -> float:
     is_bits = unit_l in ("bit", "bits", "bit/s") or (unit_l in ("b", "bps", "b/s") and unit[0] == "b")
     if unit_l.startswith("byte") or unit in ("B", "B/s", "Bps"):
         is_bits = False
-    rate = number * _PREFIX[prefix]
+    rate = _finite(number * _PREFIX[prefix], what, value)
     return rate / 8 if is_bits else rate
 
 
@@ -76,22 +101,51 @@ def parse_seconds(value: str | int | float, what: str = "time") -> float:
     if not m:
         raise UserError(f"{what}: cannot parse {value!r} as a duration (e.g. 5us, 1.5ms, 2s)")
     mul, div = _TIME_UNIT[m.group(2)]
-    return float(m.group(1)) * mul / div
+    return _finite(float(m.group(1)) * mul / div, what, value)
 
 
 def format_bytes(nbytes: float) -> str:
     """Binary-prefixed size for tables: 16777216 -> '16MiB'."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
             value = nbytes / scale
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.2f}{unit}"
+            return f"{value:,.0f}{unit}" if value == int(value) or value >= 1000 else f"{value:.2f}{unit}"
     return f"{int(nbytes)}B"
+
+
+# Durations in tables: (unit, seconds, used from); hours up to 4 days (``26.1h`` reads better than ``1.09d``).
+_DURATION_UNITS = (("ns", 1e-9, 0.0), ("us", 1e-6, 1e-6), ("ms", 1e-3, 1e-3), ("s", 1.0, 1.0), ("min", 60.0, 60.0),
+                   ("h", 3600.0, 3600.0), ("d", 86400.0, 4 * 86400.0))
+
+
+def format_duration(seconds: float) -> str:
+    """The one display format of a duration (every table of both CLIs): 775ms, 8.78s, 24.2min, 26.1h, 17.5d.
+
+    Three significant digits in the largest unit that keeps the number >= 1, never an exponent, so a column
+    never mixes ``1.6h`` with ``1.45e+03s``; zero is ``0``, what is not finite ``-``.
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds == 0:
+        return "0"
+    sign, x = ("-" if seconds < 0 else ""), abs(float(seconds))
+    first = max(i for i, (_, _, start) in enumerate(_DURATION_UNITS) if x >= start)
+    for unit, scale, _ in _DURATION_UNITS[first:]:
+        text = f"{x / scale:.3g}"
+        if "e" not in text:  # 999.7ms rounds to 1e+03: the next unit says 1s
+            return f"{sign}{text}{unit}"
+    return f"{sign}{x / 86400.0:,.0f}d"  # thousands of days
+
+
+def format_count(n: float) -> str:
+    """A count for tables and messages: 4,190,208; 1.6e+14 becomes 160,000,000,000,000 (never truncated)."""
+    return f"{int(n):,}" if math.isfinite(n) else "-"
 
 
 def parse_size_list(spec: str, factor: float = 2.0, what: str = "sizes") -> list[int]:
     """'1KiB:64MiB' -> 1KiB, 2KiB, ... 64MiB (times ``factor``, like nccl-tests -b/-e/-f); '4KiB,1MiB' -> both."""
-    if factor <= 1:
-        raise UserError(f"factor: must be > 1, got {factor}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 < factor <= 1024:
+        raise UserError(f"factor: must be a number in (1, 1024], got {factor!r}")
     sizes: list[int] = []
     for part in split_list(spec, what):
         lo_s, colon, hi_s = part.partition(":")
@@ -108,6 +162,9 @@ def parse_size_list(spec: str, factor: float = 2.0, what: str = "sizes") -> list
         while size <= hi:
             sizes.append(int(size))
             size = max(int(size * factor), size + 1)
+            if len(sizes) > MAX_LIST_ITEMS:
+                raise UserError(f"{what}: {spec!r} makes more than {MAX_LIST_ITEMS} sizes; use a larger "
+                                "factor or a shorter range")
     if not sizes:
         raise UserError(f"{what}: no sizes in {spec!r}")
     return sizes
@@ -178,19 +235,29 @@ def split_list(text: str, what: str = "list") -> list[str]:
     return items
 
 
-def parse_int(text: str, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+def parse_int(text: str, what: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
     """One integer in [minimum, maximum], from a string or a number."""
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise UserError(f"{what}: expected an integer, got {text!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise UserError(f"{what}: must be {bound}, got {value}")
+    raw = str(text).strip()
+    if not re.fullmatch(r"[-+]?[0-9]{1,30}", raw):
+        raise UserError(f"{what}: expected an integer, got {text!r}")
+    value = int(raw)
+    if value < minimum or value > maximum:
+        raise UserError(f"{what}: must be in {minimum}..{maximum}, got {value}")
     return value
 
 
-def parse_int_list(text: str, what: str, minimum: int = 1, maximum: int | None = None) -> list[int]:
+def parse_fraction(text: str | float, what: str) -> float:
+    """'0.5' -> 0.5: a number strictly between 0 and 1 (NaN and infinities are not)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise UserError(f"{what}: expected a fraction like 0.5, got {text!r}") from None
+    if not 0 < value < 1:
+        raise UserError(f"{what}: must be a fraction in (0, 1), got {text!r}")
+    return value
+
+
+def parse_int_list(text: str, what: str, minimum: int = 1, maximum: int = MAX_COUNT) -> list[int]:
     """'1,32,128' -> [1, 32, 128]; '1:128' -> [1, 2, 4, ..., 128] (doubling, as nccl-tests -b/-e -f 2)."""
     values: list[int] = []
     for part in split_list(text, what):

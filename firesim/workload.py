@@ -22,7 +22,6 @@ version 1: they load, with backward FLOPs taken as 2 x forward and no element co
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -31,12 +30,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firesim.errors import UserError, validation_line
-from firesim.io import dumps
+from firesim.io import dumps, read_json
 
 __all__ = ["WORKLOAD_FORMAT", "LayerProfile", "ModelProfile", "list_workloads", "load_workload", "profiles_dir"]
 
 WORKLOAD_FORMAT = "firesim.workload/2"
 _V1 = "firesim.workload/1"
+# Bounds that keep every derived quantity finite and every gradient a size (firesim.units.MAX_BYTES at fp64):
+# 2**46 parameters is ~70 T, far beyond any model; FLOPs per sample up to ~1e21.
+MAX_PARAMS = 2**46
+MAX_FLOPS = 2**70
 
 
 class LayerProfile(BaseModel):
@@ -46,9 +49,12 @@ class LayerProfile(BaseModel):
 
     name: str = Field(description="module path; ':callN' for the N-th call of a module; 'loss' for the loss")
     type: str = Field(description="the module's class name")
-    params: int = Field(ge=0, description="parameters first used by this layer (tied weights counted once)")
-    fwd_flops: int = Field(ge=0, description="per sample: forward FLOPs (FlopCounterMode + elementwise)")
-    bwd_flops: int | None = Field(default=None, ge=0, description="per sample; None (version 1): 2 x fwd_flops")
+    params: int = Field(ge=0, le=MAX_PARAMS, description="parameters first used by this layer (tied weights "
+                        "counted once)")
+    fwd_flops: int = Field(ge=0, le=MAX_FLOPS, description="per sample: forward FLOPs (FlopCounterMode + "
+                           "elementwise)")
+    bwd_flops: int | None = Field(default=None, ge=0, le=MAX_FLOPS,
+                                  description="per sample; None (version 1): 2 x fwd_flops")
     fwd_matmul_flops: int = Field(default=0, ge=0, description="per sample: the part of fwd_flops in matmuls, "
                                   "convolutions and attention (tensor-core work); the rest is elementwise")
     bwd_matmul_flops: int = Field(default=0, ge=0, description="per sample: the same part of bwd_flops")
@@ -87,8 +93,8 @@ class ModelProfile(BaseModel):
     dataset: str = ""
     train_samples: int = Field(gt=0, alias="train_images", description="samples per epoch")
     train_tokens: int | None = Field(default=None, gt=0, description="sequence models: tokens per epoch")
-    params: int = Field(ge=0)
-    fwd_flops: int = Field(ge=0, description="per sample: the sum over layers")
+    params: int = Field(ge=0, le=MAX_PARAMS)
+    fwd_flops: int = Field(ge=0, le=MAX_FLOPS, description="per sample: the sum over layers")
     fwd_macs: int = Field(default=0, ge=0, description="version 1 files only")
     layers: tuple[LayerProfile, ...] = Field(min_length=1)
 
@@ -185,18 +191,7 @@ def _load(spec: str | os.PathLike) -> ModelProfile:
         if text not in known:
             raise UserError(f"model: unknown name {text!r}; known: {', '.join(known)} (or a profile .json file)")
         path = profiles_dir() / f"{text}.json"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"model: no such profile file {text!r}") from None
-    except OSError as err:
-        raise UserError(f"model: cannot read {text!r} ({err.strerror or err})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{text}: not UTF-8 text (a model profile is JSON)") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{text}: not JSON ({err.msg} at line {err.lineno})") from None
-    except RecursionError:
-        raise UserError(f"{text}: JSON nested too deeply") from None
+    if not path.exists():
+        raise UserError(f"model: no such profile file {text!r}")
+    data = read_json(path, "model profile")
     return _parse(data, text)

@@ -73,7 +73,7 @@ def test_bad_input_exits_2_with_one_line(args, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("firesim: error:") and "Traceback" not in proc.stderr
 
 
 def test_malformed_yaml_exits_2(tmp_path):

@@ -4,6 +4,9 @@ reference (a SimPy process per rank, per-flow events) on random plans and topolo
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firesim import topology as topo
-from firesim.engine import max_min_rates, simulate, simulate_reference
+from firesim.engine import Transport, max_min_rates, simulate, simulate_reference
 from firesim.errors import UserError
 from firesim.plans import Op, Plan, PlanBuilder, PlanError, allreduce_time, build, match_messages
 
@@ -63,7 +66,7 @@ def test_max_min_rates_textbook():
     st.lists(st.sets(st.integers(0, n_links - 1), min_size=1, max_size=n_links), min_size=1, max_size=15))))
 def test_max_min_rates_is_max_min_fair(case):
     """Feasible, every flow has a saturated link on which it gets the most, and equal to plain filling."""
-    from firesim.engine import _reference_max_min
+    from firesim.engine.maxmin import reference_max_min as _reference_max_min
 
     capacity, routes = np.asarray(case[0]), [sorted(r) for r in case[1]]
     flow = np.repeat(np.arange(len(routes)), [len(r) for r in routes])
@@ -138,6 +141,91 @@ def test_link_overrides_and_efficiency():
         simulate(plan, G, alpha_s=0.0, gamma_s_per_byte=0.0, link_overrides={("h0", "h1"): {"bandwidth_Bps": 1.0}})
     with pytest.raises(UserError, match="unknown attribute"):
         simulate(plan, G, alpha_s=0.0, gamma_s_per_byte=0.0, link_overrides={("h0", "s0"): {"speed": 1.0}})
+
+
+# ---- what the transport does, by hand ---------------------------------------------------------------------
+TWO_TO_ONE = Plan.from_programs("two-to-one", 8_000_000, 2, [[("send", 0, 1), ("send", 1, 1)], [("recv", 0, 0), ("recv", 1, 0)]])
+
+
+def test_messages_of_one_pair_go_first_in_first_out():
+    # two 4 MB messages from rank 0 to rank 1, both issued at t=0, over 1 GB/s: one connection carries
+    # the first in 4 ms, then the second; as independent flows they would share the link and both take 8 ms
+    G = topo.star(2, bandwidth_Bps=1e9, latency_s=0.0)
+    fifo = both(TWO_TO_ONE, G, alpha_s=0.0, gamma_s_per_byte=0.0)
+    assert ends(fifo) == pytest.approx([4e-3, 8e-3, 4e-3, 8e-3], rel=1e-12)
+    fair = both(TWO_TO_ONE, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(fifo_pairs=False))
+    assert ends(fair) == pytest.approx([8e-3] * 4, rel=1e-12)
+    assert fifo.header.extra["private_messages"] == 2  # alone on its links forever: pure dataflow
+
+
+def test_a_send_completes_once_the_rest_fits_the_window():
+    G = topo.star(2, bandwidth_Bps=1e9, latency_s=0.0)
+    one = Plan.from_programs("one", 4_000_000, 1, [[("send", 0, 1)], [("recv", 0, 0)]])
+    tr = both(one, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(eager_window_nbytes=1e6))
+    assert ends(tr) == pytest.approx([3e-3, 4e-3], rel=1e-12)  # 1 MB left when the send returns
+    # the window is the connection's: 2 MB + 2 MB queued on it, 3 MB of buffering: the first send fits at
+    # once, the second once 1 MB has been delivered
+    two = TWO_TO_ONE.with_nbytes(4_000_000)
+    tr = both(two, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(eager_window_nbytes=3e6))
+    assert ends(tr) == pytest.approx([0.0, 1e-3, 2e-3, 4e-3], abs=1e-15)
+    # with rendezvous nothing moves (and no send completes) before the receiver posts, here after 1 ms
+    late = Plan.from_programs("late", 4_000_000, 1, [[("send", 0, 1)], [("compute", -1, 1e-3), ("recv", 0, 0)]])
+    tr = both(late, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(eager_window_nbytes=8e6))
+    assert ends(tr) == pytest.approx([1e-3, 1e-3, 5e-3], rel=1e-12)
+    pushed = Transport(rendezvous_nbytes=8e6)  # an eager message: pushed at issue, done at once
+    tr = both(late, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=pushed)
+    assert ends(tr) == pytest.approx([0.0, 1e-3, 4e-3], abs=1e-15)
+
+
+def test_message_overhead_and_receive_copy():
+    G = topo.star(2, bandwidth_Bps=1e9, latency_s=1e-6)
+    plan = Plan.from_programs("pair", 2_000_000, 2, [[("send", 0, 1), ("send", 1, 1)], [("recv", 0, 0), ("reduce", 1, 0)]])
+    tr = both(plan, G, alpha_s=2e-6, gamma_s_per_byte=1e-10,
+              transport=Transport(message_overhead_s=3e-6, copy_s_per_byte=2e-10))
+    first = 2e-6 + 3e-6 + 2e-6 + 1e-3  # alpha, overhead, two link latencies, 1 MB
+    second = first + 1e-3  # FIFO: its bytes follow the first's
+    assert ends(tr) == pytest.approx([first, second, first + 2e-4, second + 3e-4], rel=1e-12)
+
+
+def token_line(burst_nbytes: float, *, efficiency: float = 1.0) -> nx.Graph:
+    G = line(1e9)
+    G.edges["n0", "n1"].update(burst_nbytes=burst_nbytes, peak_bandwidth_Bps=1e10, efficiency=efficiency)
+    return G
+
+
+def test_token_bucket_burst_after_idle():
+    # 1 GB/s link with a 1 MB bucket (peak 10 GB/s): a 4 MB message takes (4 - 1) MB / 1 GB/s = 3 ms whatever
+    # the peak; 0.5 ms of idling refills 0.5 MB, so the next 4 MB take 3.5 ms
+    plan = Plan.from_programs("gap", 8_000_000, 2, [
+        [("send", 0, 1), ("compute", -1, 3.5e-3), ("send", 1, 1)], [("recv", 0, 0), ("recv", 1, 0)]])
+    tr = both(plan, token_line(1e6), alpha_s=0.0, gamma_s_per_byte=0.0)
+    send0, compute, send1, recv0, recv1 = ends(tr)
+    assert send0 == recv0 == pytest.approx(3e-3, rel=1e-9)
+    assert send1 == recv1 == pytest.approx(3.5e-3 + 3.5e-3, rel=1e-9)
+    # the bucket counts wire bytes like the rate: with efficiency e both scale by e
+    tr = both(plan, token_line(1e6, efficiency=0.5), alpha_s=0.0, gamma_s_per_byte=0.0)
+    assert ends(tr)[0] == pytest.approx((4e6 - 0.5e6) / 0.5e9, rel=1e-9)
+    # the burst only helps where the bucket is the bottleneck: behind a slower link without one it is unused
+    G = line(1e9, 0.5e9)
+    G.edges["n0", "n1"].update(burst_nbytes=1e6, peak_bandwidth_Bps=1e10)
+    far = Plan.from_programs("far", 4_000_000, 1, [[("send", 0, 2)], [], [("recv", 0, 0)]])
+    assert ends(both(far, G, alpha_s=0.0, gamma_s_per_byte=0.0)) == pytest.approx([8e-3, 8e-3], rel=1e-9)
+
+
+def test_transport_arguments_are_checked():
+    plan = build("ring", 4, 2**10)
+    with pytest.raises(UserError, match="not both"):
+        simulate(plan, eager=True, transport=Transport(), **COST)
+    with pytest.raises(UserError, match="eager_window_nbytes"):
+        Transport(eager_window_nbytes=-1.0)
+    with pytest.raises(UserError, match="message_overhead_s"):
+        Transport(message_overhead_s=math.inf)
+    G = topo.star(4, bandwidth_Bps=1e9)
+    G.edges["h0", "s0"]["burst_nbytes"] = 1e5
+    with pytest.raises(UserError, match="peak_bandwidth_Bps"):
+        simulate(plan, G, **COST)
+    tr = simulate(plan, alpha_s=0.0, gamma_s_per_byte=0.0, beta_s_per_byte=1e-9, eager=True)
+    assert tr.header.extra["transport"]["rendezvous_nbytes"] == "inf"  # strict JSON
 
 
 # ---- the closed forms -------------------------------------------------------------------------------------
@@ -354,6 +442,15 @@ def _random_topology(draw, p: int):
 
 
 @st.composite
+def transports(draw) -> Transport:
+    return Transport(fifo_pairs=draw(st.booleans()),
+                     eager_window_nbytes=draw(st.sampled_from([0.0, 0.0, 3000.0, 40000.0, math.inf])),
+                     message_overhead_s=draw(st.sampled_from([0.0, 0.0, 2e-6])),
+                     copy_s_per_byte=draw(st.sampled_from([0.0, 0.0, 1e-10])),
+                     rendezvous_nbytes=draw(st.sampled_from([0.0, 0.0, 5000.0, math.inf])))
+
+
+@st.composite
 def scenarios(draw):
     if draw(st.booleans()):
         plan = draw(random_plans())
@@ -364,7 +461,13 @@ def scenarios(draw):
         plan = build(algo, p, draw(st.integers(1, 32)) * 4096, **options)
     G = _random_topology(draw, plan.ranks)
     kw = dict(alpha_s=draw(st.sampled_from([0.0, 1e-6])), gamma_s_per_byte=draw(st.sampled_from([0.0, 1e-10])),
-              beta_s_per_byte=1e-9, eager=draw(st.booleans()), seed=draw(st.integers(0, 2)))
+              beta_s_per_byte=1e-9, seed=draw(st.integers(0, 2)), transport=draw(transports()))
+    if G is not None and draw(st.booleans()):  # token buckets on some links
+        G = G.copy()
+        for u, v in G.edges:
+            if draw(st.integers(0, 2)) == 0:
+                G.edges[u, v]["burst_nbytes"] = draw(st.sampled_from([2000.0, 30000.0]))
+                G.edges[u, v]["peak_bandwidth_Bps"] = G.edges[u, v]["bandwidth_Bps"] * draw(st.sampled_from([1.5, 10.0]))
     if draw(st.booleans()):
         kw["start_s"] = draw(st.lists(st.floats(0, 1e-5), min_size=plan.ranks, max_size=plan.ranks))
     if draw(st.booleans()):
@@ -495,3 +598,38 @@ def test_cluster_topology_latency_once_per_message_and_nvlink_inside_nodes():
     near = simulate(plan.with_nbytes(2**30), G, placement=G.graph["endpoints"][:2], alpha_s=0.0, gamma_s_per_byte=0.0)
     far = simulate(plan.with_nbytes(2**30), G, placement=G.graph["endpoints"][::15], alpha_s=0.0, gamma_s_per_byte=0.0)
     assert far.duration_s > 5 * near.duration_s  # NVLink inside the node, a NIC between nodes
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_plans())
+def test_chunk_chain_scan_equals_the_sort(plan):
+    """The position scan the fast engine uses for big one-chunk-per-op plans finds the same chunk predecessors
+    as the sort (``chunk_order``), here forced on small random plans."""
+    from firesim.engine.fast import _chunk_chain, _Numbering, chunk_order
+
+    if not np.all(plan.span == 1):
+        plan = dataclasses.replace(plan, span=np.ones_like(plan.span))
+    rank = plan.op_rank()
+    num = _Numbering(plan, rank)
+    has_pred, succ_new = _chunk_chain(plan, rank, num, min_per_position=0)
+    pred, succ = chunk_order(plan, rank)
+    expected = np.full(plan.n_ops, -1, np.int64)
+    expected[num.new(pred)] = num.new(succ)
+    assert np.array_equal(succ_new, expected)
+    assert np.array_equal(np.flatnonzero(has_pred), np.sort(num.new(succ)))
+
+
+@pytest.mark.parametrize("plan", [build("ring", 5, 2**10), build("tree", 6, 2**10)], ids=["uniform", "ragged"])
+def test_position_major_numbering_is_a_bijection(plan):
+    """The fast engine's op numbering (position in the program, then rank): arithmetic where all programs
+    have one length, tables otherwise; both directions and the rank agree with the plan."""
+    from firesim.engine.fast import _Numbering
+
+    rank = plan.op_rank()
+    num = _Numbering(plan, rank)
+    ops = np.arange(plan.n_ops)
+    new = num.new(ops)
+    assert np.array_equal(np.sort(new), ops) and np.array_equal(num.orig(new), ops)
+    assert np.array_equal(num.rank(new), rank) and np.array_equal(num.to_orig(num.to_new(plan.op)), plan.op)
+    position = ops - plan.offsets[rank]
+    assert np.all(np.diff(position[num.orig(ops)]) >= 0)  # position-major

@@ -21,16 +21,18 @@ Columns instead of one object per op keep a 1024-rank ring (~4 M ops) cheap to b
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
 
-from firesim.errors import UserError
-from firesim.io import write_json_atomic
+from firesim.errors import UserError, one_line
+from firesim.io import read_json, write_json_atomic
+from firesim.limits import BYTES_PER_OP, MAX_OPS, check_ops
+from firesim.units import MAX_BYTES, MAX_COUNT
 
 PLAN_FORMAT = "firesim.plan/1"
 
@@ -53,11 +55,49 @@ def encode_array(a: np.ndarray) -> dict:
     return {"dtype": a.dtype.str, "b64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def decode_array(value, dtype) -> np.ndarray:
-    """Inverse of encode_array; a plain JSON list is accepted too, for hand-written files."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["b64"]), dtype=np.dtype(value["dtype"])).astype(dtype)
-    return np.asarray(value, dtype=dtype)
+def decode_array(value, dtype, what: str = "column") -> np.ndarray:
+    """Inverse of encode_array; a plain JSON list of numbers is accepted too, for hand-written files. Anything
+    else (bad base64, a dtype that is not a plain number type, values that do not fit ``dtype``, NaN in an
+    integer column) is a one-line UserError naming ``what``."""
+    target = np.dtype(dtype)
+    try:
+        if isinstance(value, dict):
+            if set(value) != {"dtype", "b64"} or not isinstance(value["b64"], str):
+                raise ValueError("expected {dtype, b64}")
+            source = np.dtype(str(value["dtype"]))
+            if source.kind not in "biuf" or source.hasobject:
+                raise ValueError(f"dtype {str(value['dtype'])!r} is not a number type")
+            raw = np.frombuffer(base64.b64decode(value["b64"], validate=True), dtype=source)
+        elif isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+            raw = np.asarray(value, dtype=np.float64 if any(isinstance(x, float) for x in value) else np.int64)
+        else:
+            raise ValueError(f"expected a list of numbers or {{dtype, b64}}, got {type(value).__name__}")
+        if target.kind in "iu":
+            if raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.round(raw))):
+                raise ValueError("holds values that are not integers")
+            info = np.iinfo(target)
+            if raw.size and (raw.min() < info.min or raw.max() > info.max):
+                raise ValueError(f"holds values outside {info.min}..{info.max}")
+        return raw.astype(target)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as err:
+        raise UserError(f"{what}: {one_line(err)}") from None
+
+
+def _rows(column) -> int:
+    """Rows of an int8 column before decoding it: a list's length, or the bytes its base64 text holds."""
+    if isinstance(column, list):
+        return len(column)
+    return len(str(column.get("b64", ""))) * 3 // 4 if isinstance(column, dict) else 0
+
+
+def json_int(data: dict, key: str, lo: int, hi: int, what: str) -> int:
+    """``data[key]`` as an integer in lo..hi (JSON files: 3.0 is 3; 3.5, "3", true, 2**70 are errors)."""
+    value = data[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise UserError(f"{what}: {key} must be an integer in {lo}..{hi}, got {one_line(repr(value))[:80]}")
+    return value
 
 
 def chunk_bounds(total: int, chunks: int) -> np.ndarray:
@@ -170,21 +210,29 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Plan:
+    def from_dict(cls, data: dict, *, max_ops: int = MAX_OPS) -> Plan:
+        """A plan from its JSON form; every defect is a one-line UserError, and a plan of more than
+        ``max_ops`` ops is refused before its columns are decoded."""
+        if not isinstance(data, dict):
+            raise UserError(f"plan: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != PLAN_FORMAT:
             raise UserError(f"plan: format must be {PLAN_FORMAT!r}, got {data.get('format')!r}")
-        try:
-            plan = cls(
-                name=str(data["name"]),
-                ranks=int(data["ranks"]),
-                workers=int(data["workers"]),
-                nbytes=int(data["nbytes"]),
-                chunks=int(data["chunks"]),
-                params=dict(data.get("params", {})),
-                **{name: decode_array(data[name], dtype) for name, dtype in _COLUMNS.items()},
-            )
-        except KeyError as missing:
-            raise UserError(f"plan: missing field {missing.args[0]!r}") from None
+        missing = [k for k in ("name", "ranks", "workers", "nbytes", "chunks", *_COLUMNS) if k not in data]
+        if missing:
+            raise UserError(f"plan: missing field {missing[0]!r}")
+        check_ops(_rows(data["op"]), f"plan {str(data['name'])[:80]!r}", max_ops)
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise UserError(f"plan: params must be an object, got {type(params).__name__}")
+        plan = cls(
+            name=str(data["name"]),
+            ranks=json_int(data, "ranks", 1, MAX_COUNT, "plan"),
+            workers=json_int(data, "workers", 1, MAX_COUNT, "plan"),
+            nbytes=json_int(data, "nbytes", 0, MAX_BYTES, "plan"),
+            chunks=json_int(data, "chunks", 1, MAX_COUNT, "plan"),
+            params=dict(params),
+            **{name: decode_array(data[name], dtype, f"plan: column {name}") for name, dtype in _COLUMNS.items()},
+        )
         check_structure(plan)
         return plan
 
@@ -193,13 +241,10 @@ class Plan:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> Plan:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"plan: no such file {str(path)!r}") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"plan: {path}: not JSON ({err.msg} at line {err.lineno})") from None
+    def load(cls, path: str | Path, *, max_ops: int = MAX_OPS) -> Plan:
+        """Read a plan file (``save``); every defect is one line naming the file (``firesim.io.read_json``)."""
+        return cls.from_dict(read_json(path, "plan file", max_bytes=max(2**20, 2 * max_ops * BYTES_PER_OP)),
+                             max_ops=max_ops)
 
     def __repr__(self) -> str:
         return (f"Plan({self.name!r}, ranks={self.ranks}, workers={self.workers}, nbytes={self.nbytes}, "
@@ -231,8 +276,8 @@ def check_structure(plan: Plan) -> None:
     rank = plan.op_rank()
     if np.any(comm & ((plan.peer < 0) | (plan.peer >= plan.ranks) | (plan.peer == rank))):
         raise UserError(f"plan {plan.name}: a send/recv names a peer outside 0..{plan.ranks - 1} or itself")
-    if np.any(plan.seconds < 0):
-        raise UserError(f"plan {plan.name}: compute seconds must be >= 0")
+    if not np.all(np.isfinite(plan.seconds) & (plan.seconds >= 0)):
+        raise UserError(f"plan {plan.name}: compute seconds must be finite and >= 0")
 
 
 def _program_order(rank: np.ndarray, step: np.ndarray, seq: np.ndarray) -> np.ndarray:

@@ -14,6 +14,9 @@ needs (dedicated parameter servers), the ``firesim plans list`` table. A record 
   engine instead;
 - ``bytes_sent(workers, nbytes, options) -> bytes per rank`` (or ``None``) and ``servers(workers, options)``,
   the ranks a job needs beyond its workers;
+- ``ops(workers, options) -> int``: how many ops the plan will have, so that a plan too big for the machine
+  is refused before it is built (``firesim.limits``). Without it the count is extrapolated from builds for
+  16 and 32 workers as a power law (a ring's p(p-1) comes out ~15 % high at 1,000 workers);
 - ``examples``: specs whose options change the plan's structure, which ``firerun check`` runs besides the
   plain name.
 
@@ -38,9 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from firesim import analytic
 from firesim.analytic import Levels
 from firesim.errors import UserError, validation_line
+from firesim.limits import MAX_OPS, check_ops
 from firesim.plans import builders
 from firesim.plans.ir import Plan
-from firesim.units import parse_options
+from firesim.units import MAX_BYTES, parse_options
 
 __all__ = ["Algorithm", "Choice", "Options", "algorithms", "allreduce_time", "build", "get", "register",
            "resolve", "split_specs"]
@@ -92,6 +96,7 @@ class Algorithm:
     time: Callable[[Any, Any, Levels, Any], Any] | None = None
     bytes_sent: Callable[[int, float, Any], np.ndarray] | None = None
     servers: Callable[[int, Any], int] = lambda workers, options: 0
+    ops: Callable[[int, Any], int] | None = None
     cost: str = ""
     aliases: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()  # specs whose options change the plan's structure (firerun check runs them)
@@ -135,10 +140,24 @@ class Choice:
             raise UserError(f"algo {self.spec}: {ranks} ranks leave no worker beside its servers")
         return workers
 
-    def build(self, workers: int, nbytes: int) -> Plan:
+    def ops(self, workers: int) -> int:
+        """The number of ops the plan for ``workers`` workers has (an estimate for records without ``ops``)."""
         self.check(workers)
-        if isinstance(nbytes, bool) or int(nbytes) != nbytes or nbytes < 0:
-            raise UserError(f"nbytes: must be an integer >= 0, got {nbytes!r}")
+        if self.algorithm.ops is not None:
+            return int(self.algorithm.ops(int(workers), self.options))
+        if workers <= 32:
+            return self.algorithm.build(int(workers), 0, self.options).n_ops
+        lo, hi = (max(self.algorithm.build(w, 0, self.options).n_ops, 1) for w in (16, 32))
+        exponent = max(1.0, float(np.log2(hi / lo)))
+        return int(np.ceil(hi * (workers / 32) ** exponent))
+
+    def build(self, workers: int, nbytes: int, *, max_ops: int = MAX_OPS) -> Plan:
+        """The plan for ``workers`` workers and ``nbytes`` bytes; refused in one line, before anything is
+        allocated, if it would have more than ``max_ops`` ops (``firesim.limits``)."""
+        self.check(workers)
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or not 0 <= nbytes <= MAX_BYTES:
+            raise UserError(f"nbytes: must be an integer in 0..{MAX_BYTES}, got {nbytes!r}")
+        check_ops(self.ops(workers), f"algo {self.spec} on {workers} workers", max_ops)
         return self.algorithm.build(int(workers), int(nbytes), self.options)
 
     @property
@@ -264,17 +283,19 @@ def split_specs(text: str) -> list[str]:
     return items
 
 
-def build(spec: str | Choice, workers: int, nbytes: int, **options) -> Plan:
-    """Build a plan by spec: build('ring', 8, 2**20); build('hierarchical', 16, n, ranks_per_node=4)."""
-    return resolve(spec, **options).build(workers, nbytes)
+def build(spec: str | Choice, workers: int, nbytes: int, *, max_ops: int = MAX_OPS, **options) -> Plan:
+    """Build a plan by spec: build('ring', 8, 2**20); build('hierarchical', 16, n, ranks_per_node=4).
+    Plans of more than ``max_ops`` ops are refused before they are built (``firesim.limits``)."""
+    return resolve(spec, **options).build(workers, nbytes, max_ops=max_ops)
 
 
 def allreduce_time(spec: str | Choice, workers, nbytes, alpha_s, beta_s_per_byte, gamma_s_per_byte, *,
                    intra: analytic.CommParams | None = None, ranks_per_node: int = 1, **options):
     """Closed-form seconds of one all-reduce (arrays broadcast, for sweeps). alpha/beta/gamma are the
     inter-node figures; ``intra`` those inside a node of ``ranks_per_node`` ranks, if it differs."""
-    if np.any(np.asarray(nbytes) < 0):
-        raise UserError("nbytes: must be >= 0")
+    sizes = np.asarray(nbytes, np.float64)
+    if not np.all(np.isfinite(sizes) & (sizes >= 0)):
+        raise UserError("nbytes: must be finite and >= 0")
     levels = Levels(analytic.CommParams(alpha_s, beta_s_per_byte, gamma_s_per_byte), intra, ranks_per_node)
     choice = resolve(spec, ranks_per_node=ranks_per_node, **options)
     return choice.time(workers, nbytes, levels)
@@ -296,7 +317,7 @@ def _bytes(formula: Callable) -> Callable:
 
 register(Algorithm(
     name="ring", summary="reduce-scatter then all-gather around a ring (bandwidth optimal)",
-    build=lambda p, n, o: builders.ring(p, n), time=_flat(analytic.ring_time),
+    build=lambda p, n, o: builders.ring(p, n), time=_flat(analytic.ring_time), ops=lambda p, o: 4 * p * (p - 1),
     bytes_sent=_bytes(analytic.ring_bytes_sent),
     cost="2(p-1)(alpha + n/p beta) + (p-1) n/p gamma"))
 
@@ -315,6 +336,7 @@ register(Algorithm(
     options=TreeOptions, build=lambda p, n, o: builders.binomial_tree(p, n, chunks=o.chunks, root=o.root),
     time=lambda p, n, lv, o: analytic.tree_time(p, n, *lv.flat(p).astuple(), chunks=o.chunks),
     bytes_sent=lambda p, n, o: np.roll(analytic.tree_bytes_sent(p, n), o.root),
+    ops=lambda p, o: 4 * (p - 1) * o.chunks,
     cost="~ ceil(lg p)(2 alpha + 2n beta + n gamma), exact recursion for any p",
     aliases=("binomial_tree", "binomial"), examples=("tree:chunks=3", "tree:root=1")))
 
@@ -344,14 +366,20 @@ register(Algorithm(
                                               colocated=o.colocated),
     bytes_sent=lambda p, n, o: analytic.ps_bytes_sent(p, n, servers=o.servers, colocated=o.colocated),
     servers=lambda p, o: 0 if o.colocated else o.servers,
+    ops=lambda p, o: 4 * (p - 1 if o.colocated else p) * (o.chunks or o.servers),
     cost="alpha + (p-1) n/s beta + (p-1) n/s gamma + (p-1)(alpha + n/s beta)",
     aliases=("parameter_server",),
     examples=("ps:servers=2", "ps:servers=1,colocated=false", "ps:servers=2,colocated=false")))
 
+def _halving_doubling_ops(p: int, options: Options) -> int:
+    pow2 = 1 << (p.bit_length() - 1)
+    return 4 * (p - pow2) + 4 * (pow2.bit_length() - 1) * pow2
+
+
 register(Algorithm(
     name="halving_doubling", summary="Rabenseifner: recursive-halving reduce-scatter, recursive-doubling all-gather",
     build=lambda p, n, o: builders.halving_doubling(p, n), time=_flat(analytic.halving_doubling_time),
-    bytes_sent=_bytes(analytic.halving_doubling_bytes_sent),
+    bytes_sent=_bytes(analytic.halving_doubling_bytes_sent), ops=_halving_doubling_ops,
     cost="2 lg p' alpha + 2(p'-1)/p' n beta + (p'-1)/p' n gamma (+ pre/post step)",
     aliases=("rabenseifner", "hd")))
 
@@ -365,6 +393,7 @@ register(Algorithm(
     options=DoubleBinaryTreeOptions,
     build=lambda p, n, o: builders.double_binary_tree(p, n, chunks_per_tree=o.chunks_per_tree),
     time=_flat(analytic.double_binary_tree_time), bytes_sent=_bytes(builders.double_binary_tree_bytes_sent),
+    ops=lambda p, o: 8 * (p - 1) * o.chunks_per_tree,
     cost="estimate: (3D-1) alpha + (4D-2) n/2 beta + (2D-1) n/2 gamma, D = ceil(lg p)",
     aliases=("dbt",), examples=("double_binary_tree:chunks_per_tree=2",)))
 
@@ -402,14 +431,18 @@ class HierarchicalOptions(Options):
             return [list(g) for g in self.groups]
         return builders.node_groups(workers, self.ranks_per_node)
 
+    def nodes(self, workers: int) -> int:
+        """How many groups (nodes) ``workers`` workers form, without listing them (p may be 2**31)."""
+        return len(self.groups) if self.groups is not None else -(-workers // self.ranks_per_node)
+
     def check(self, workers: int) -> None:
-        groups = self.groups_for(workers)
-        if sorted(r for g in groups for r in g) != list(range(workers)):
+        if self.groups is not None and sorted(r for g in self.groups for r in g) != list(range(workers)):
             raise ValueError(f"groups: must partition ranks 0..{workers - 1}")
+        nodes = self.nodes(workers)
         inter = self.inter_choice()
-        if inter.ranks(len(groups)) != len(groups):
+        if inter.ranks(nodes) != nodes:
             raise ValueError(f"inter: {inter.spec} needs dedicated servers, which cannot sit between nodes")
-        inter.check(len(groups))
+        inter.check(nodes)
 
 
 def _hierarchical_time(workers, nbytes, levels: Levels, o: HierarchicalOptions):
@@ -427,6 +460,7 @@ register(Algorithm(
     build=lambda p, n, o: builders.hierarchical(o.groups_for(p), n, lambda leaders: o.inter_choice().build(leaders, n),
                                                 intra=o.intra),
     time=_hierarchical_time,
+    ops=lambda p, o: 4 * (p - o.nodes(p)) + o.inter_choice().ops(o.nodes(p)),
     cost="intra-node tree + inter-node algorithm on the leaders + intra-node broadcast",
     aliases=("hier",),
     examples=("hierarchical:ranks_per_node=2", "hierarchical:ranks_per_node=3,inter=halving_doubling")))

@@ -32,6 +32,7 @@ from collections import deque
 import numpy as np
 
 from firesim.errors import UserError
+from firesim.limits import VERIFY_MAX_OPS, check_ops
 from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
 
 __all__ = ["PlanError", "match_messages", "verify", "verify_reference"]
@@ -359,9 +360,12 @@ def _to_int(words: np.ndarray, w0: int) -> int:
     return sum(int(w) << (64 * (w0 + k)) for k, w in enumerate(words.tolist()))
 
 
-def verify(plan: Plan) -> None:
-    """Raise PlanError unless the plan is a deadlock-free all-reduce over its workers. Returns None."""
+def verify(plan: Plan, *, max_ops: int = VERIFY_MAX_OPS) -> None:
+    """Raise PlanError unless the plan is a deadlock-free all-reduce over its workers. Returns None.
+
+    A plan of more than ``max_ops`` ops is refused up front (``firesim.limits``)."""
     check_structure(plan)
+    check_ops(plan.n_ops, f"verify {plan.name} ({plan.ranks} ranks)", max_ops)
     proof = _Proof(plan, match_messages(plan))
     proof.schedule()
     found = proof.values()

@@ -34,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from firesim.config import read_yaml
 from firesim.errors import UserError
+from firesim.io import write_text_atomic
+from firesim.limits import MAX_NODES, check_topology_size
 from firesim.topology.generators import ROLES, _new_graph, _rate, _seconds, _set_endpoints
 from firesim.units import format_rate, format_seconds
 
@@ -45,7 +47,7 @@ def _rename_value_error(msg: str) -> str:
 class _Host(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     name: str = Field(min_length=1)
-    gpus: int = Field(default=0, ge=0)
+    gpus: int = Field(default=0, ge=0, le=MAX_NODES)
 
 
 class _Link(BaseModel):
@@ -113,15 +115,16 @@ def _pydantic_line(err: ValidationError) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def load_topology(path: str | os.PathLike, latency_s: float = 0.0) -> nx.Graph:
+def load_topology(path: str | os.PathLike, latency_s: float = 0.0, *, max_nodes: int = MAX_NODES) -> nx.Graph:
     """Read and validate a YAML topology file (format in the module doc) into a graph.
 
     ``latency_s`` is given to links that state none. Every problem raises a one-line :class:`UserError`
     naming the file: malformed YAML, unknown keys, duplicate names, a link to an unknown node, a repeated
-    or self link, a zero, negative or unparsable rate, a host not connected to the others.
+    or self link, a zero, negative or unparsable rate, a host not connected to the others. A file too big to
+    parse quickly, or a network of more than ``max_nodes`` nodes, is refused (``firesim.limits``).
     """
     path = Path(path)
-    data = read_yaml(path, "topology file")
+    data = read_yaml(path, "topology file", max_items=max_nodes)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping with hosts: and links:, got {type(data).__name__}")
     try:
@@ -131,6 +134,10 @@ def load_topology(path: str | os.PathLike, latency_s: float = 0.0) -> nx.Graph:
 
     def fail(msg: str) -> UserError:
         return UserError(f"{path}: {msg}")
+
+    gpus = sum(h.gpus for h in spec.hosts)
+    check_topology_size(len(spec.hosts) + gpus + len(spec.gpus) + len(spec.switches) + len(spec.routers),
+                        len(spec.links) + gpus, f"topology file {str(path)!r}", max_nodes)
 
     G = _new_graph(spec.name or path.stem)
     default_latency = _seconds(latency_s, "latency_s")
@@ -285,4 +292,4 @@ def dump_topology(G: nx.Graph, path: str | os.PathLike) -> None:
     endpoints = [str(e) for e in G.graph.get("endpoints", [])]
     if endpoints != _default_file_endpoints(hosts, gpus):
         data["endpoints"] = endpoints
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110))
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110))

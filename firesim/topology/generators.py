@@ -1,7 +1,8 @@
 """Topology generators: pure functions returning ``networkx`` graphs (the contract is in ``firesim.topology``).
 
 A new topology is one function here (and, to be reachable from ``--topology`` spec strings, a row in
-``firesim.topology.spec``); nothing else changes.
+``firesim.topology.spec``); nothing else changes. Each counts its nodes and links first and refuses, before
+building anything, a graph beyond ``max_nodes`` (``firesim.limits``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import networkx as nx
 
 from firesim.errors import UserError
+from firesim.limits import MAX_NODES, check_topology_size
 from firesim.units import parse_rate, parse_seconds, plain_number
 
 ROLES = ("host", "gpu", "switch", "router")
@@ -67,10 +69,12 @@ def _set_endpoints(G: nx.Graph, endpoints: Iterable[Hashable]) -> nx.Graph:
 
 
 def star(
-    n_hosts: int, bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps, latency_s: float = DEFAULT_LATENCY_s
+    n_hosts: int, bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps, latency_s: float = DEFAULT_LATENCY_s, *,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """``n_hosts`` hosts on one non-blocking switch ``s0``: the only contention is at the host links."""
     n_hosts = _count(n_hosts, "star: n_hosts")
+    check_topology_size(n_hosts + 1, n_hosts, f"star of {n_hosts} hosts", max_nodes)
     bw, lat = _rate(bandwidth_Bps, "star: bandwidth_Bps"), _seconds(latency_s, "star: latency_s")
     G = _new_graph(f"star-{n_hosts}")
     hosts = [f"h{i}" for i in range(n_hosts)]
@@ -82,10 +86,12 @@ def star(
 
 
 def ring(
-    n_hosts: int, bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps, latency_s: float = DEFAULT_LATENCY_s
+    n_hosts: int, bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps, latency_s: float = DEFAULT_LATENCY_s, *,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """Hosts cabled in a cycle with no switch; hosts relay for each other (two hosts share one link)."""
     n_hosts = _count(n_hosts, "ring: n_hosts")
+    check_topology_size(n_hosts, n_hosts, f"ring of {n_hosts} hosts", max_nodes)
     bw, lat = _rate(bandwidth_Bps, "ring: bandwidth_Bps"), _seconds(latency_s, "ring: latency_s")
     G = _new_graph(f"ring-{n_hosts}")
     hosts = [f"h{i}" for i in range(n_hosts)]
@@ -100,6 +106,8 @@ def fat_tree(
     bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps,
     latency_s: float = DEFAULT_LATENCY_s,
     oversubscription: float = 1.0,
+    *,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """k-ary fat tree (Al-Fares et al. 2008): k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores.
 
@@ -113,6 +121,7 @@ def fat_tree(
     k = _count(k, "fat-tree: k", minimum=2)
     if k % 2:
         raise UserError(f"fat-tree: k must be even, got {k}")
+    check_topology_size(k**3 // 4 + 5 * k * k // 4, 3 * k**3 // 4, f"fat-tree k={k}", max_nodes)
     bw, lat = _rate(bandwidth_Bps, "fat-tree: bandwidth_Bps"), _seconds(latency_s, "fat-tree: latency_s")
     if (
         isinstance(oversubscription, bool)
@@ -156,6 +165,8 @@ def torus(
     link_bandwidth_Bps: float = GEMINI_LINK_Bps,
     injection_bandwidth_Bps: float = GEMINI_LINK_Bps,
     latency_s: float = GEMINI_HOP_s,
+    *,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """2D or 3D torus of routers with wraparound links, ``hosts_per_router`` hosts each (Cray Gemini: 2).
 
@@ -171,6 +182,9 @@ def torus(
     if len(dims) not in (2, 3) or any(d < 1 for d in dims):
         raise UserError(f"torus: dims must be 2 or 3 integers >= 1, got {dims!r}")
     hpr = _count(hosts_per_router, "torus: hosts_per_router")
+    routers = math.prod(dims)
+    check_topology_size(routers * (1 + hpr), routers * (hpr + len(dims)), "torus " + "x".join(map(str, dims)),
+                        max_nodes)
     link_bw = _rate(link_bandwidth_Bps, "torus: link_bandwidth_Bps")
     inj_bw = _rate(injection_bandwidth_Bps, "torus: injection_bandwidth_Bps")
     lat = _seconds(latency_s, "torus: latency_s")
@@ -204,6 +218,7 @@ def dragonfly(
     local_bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps,
     global_bandwidth_Bps: float = DEFAULT_BANDWIDTH_Bps,
     latency_s: float = DEFAULT_LATENCY_s,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """Dragonfly (Kim et al. 2008): routers all-to-all within a group, global links between groups.
 
@@ -229,6 +244,8 @@ def dragonfly(
             f"dragonfly: {g} groups need >= {g - 1} global links per group, "
             f"routers_per_group * global_links_per_router = {a * h}"
         )
+    check_topology_size(g * a * (1 + p), g * a * p + g * a * (a - 1) // 2 + g * a * h // 2,
+                        f"dragonfly of {g} groups", max_nodes)
     host_bw = _rate(host_bandwidth_Bps, "dragonfly: host_bandwidth_Bps")
     local_bw = _rate(local_bandwidth_Bps, "dragonfly: local_bandwidth_Bps")
     global_bw = _rate(global_bandwidth_Bps, "dragonfly: global_bandwidth_Bps")
@@ -273,6 +290,7 @@ def nvlink_leaf_spine(
     spine_bandwidth_Bps: float | None = None,
     latency_s: float = DEFAULT_LATENCY_s,
     nvlink_latency_s: float = 0.2e-6,
+    max_nodes: int = MAX_NODES,
 ) -> nx.Graph:
     """Multi-GPU nodes (an NVSwitch each) with one NIC per GPU into a two-tier leaf-spine fabric.
 
@@ -291,6 +309,8 @@ def nvlink_leaf_spine(
     nic_bw = _rate(nic_bandwidth_Bps, "nvlink: nic_bandwidth_Bps")
     n_leaves = gpn if leaves is None else _count(leaves, "nvlink: leaves")
     n_spines = max(1, n_leaves // 2) if spines is None else _count(spines, "nvlink: spines")
+    check_topology_size(n * (2 * gpn + 1) + n_leaves + n_spines, 3 * n * gpn + n_leaves * n_spines,
+                        f"nvlink leaf-spine of {n} nodes x {gpn} GPUs", max_nodes)
     ports_per_leaf = math.ceil(n * gpn / n_leaves)
     if spine_bandwidth_Bps is None:
         spine_bw = ports_per_leaf * nic_bw / n_spines

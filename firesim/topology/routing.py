@@ -11,9 +11,9 @@ inter-node traffic through a neighbouring GPU's NVLink and NIC.)
 of even size, exactly half way) broken toward +. This is what Cray Gemini does and is deterministic, so
 ``flow_key`` is ignored. Dimension-order paths are minimum-hop paths too.
 
-Use :func:`routes` (or :class:`Routes`) when asking for many routes: it precomputes next hops per
-destination lazily (one BFS per destination switch, shared by the hosts behind it) and walks them.
-:func:`route` is the one-off convenience on top of the same cache.
+Use :func:`routes` (or :class:`Routes`) when asking for many routes: it keeps hop counts per destination
+(one BFS per destination switch, shared by the hosts behind it), and ``Routes.paths`` walks many routes
+at once. :func:`route` is the one-off convenience on top of the same cache.
 
 What a plan puts on the wire follows from the same routes: :func:`link_bytes` is the payload every directed
 link carries (what the engine's flows move and what an emulated cluster's byte counters must show), and
@@ -45,10 +45,11 @@ def _flow_hash(src: Hashable, dst: Hashable, flow_key: Hashable) -> int:
 class Routes:
     """A router for one graph: ``Routes(G).path(src, dst, flow_key)``; build once, ask many times.
 
-    For ``shortest`` routing it keeps, per destination, each node's tuple of next hops on minimum-hop
-    paths (BFS from the destination, computed on first use). A destination with a single link shares the
-    table of the node it hangs off, so a fat tree needs one BFS per edge switch, not per host. Mutating
-    the graph afterwards is not noticed: build a new ``Routes``.
+    For ``shortest`` routing it keeps, per destination, every node's hop count to it (a BFS in numpy,
+    computed on first use; only relays forward). A destination with a single link shares the table of the
+    node it hangs off, so a fat tree needs one BFS per edge switch, not per host. The next hops of a node are
+    its neighbours one hop closer, in a stable order; ``paths`` walks many routes at once. Mutating the graph
+    afterwards is not noticed: build a new ``Routes``.
     """
 
     def __init__(self, G: nx.Graph):
@@ -57,66 +58,100 @@ class Routes:
         if self.routing not in ("shortest", "dimension_order"):
             raise UserError(f"topology {G.graph.get('name')!r}: unknown routing {self.routing!r}")
         self._adj = {u: tuple(G.adj[u]) for u in G}
-        self._order = {u: i for i, u in enumerate(sorted(G, key=str))}  # ECMP candidates in a stable order
-        self._relays = {u for u, role in G.nodes(data="role") if role != "gpu"}
-        self._anchor = {
-            u: nbrs[0] for u, nbrs in self._adj.items() if len(nbrs) == 1 and nbrs[0] in self._relays
-        }
-        self._tables: dict[Hashable, dict[Hashable, tuple]] = {}
+        self._nodes = list(G)
+        self._index = {u: i for i, u in enumerate(self._nodes)}
+        by_name = sorted(range(len(self._nodes)), key=lambda i: str(self._nodes[i]))
+        rank = np.empty(len(self._nodes), np.int64)  # ECMP candidates in a stable order
+        rank[by_name] = np.arange(len(self._nodes))
+        self._relay = np.array([role != "gpu" for _, role in G.nodes(data="role")], bool)
+        nbrs = [sorted((self._index[v] for v in self._adj[u]), key=rank.__getitem__) for u in self._nodes]
+        self._ptr = np.concatenate([[0], np.cumsum([len(x) for x in nbrs])]).astype(np.int64)
+        self._nbr = np.fromiter((v for x in nbrs for v in x), np.int64, int(self._ptr[-1]))
+        anchor = np.full(len(self._nodes), -1, np.int64)
+        for i, x in enumerate(nbrs):
+            if len(x) == 1 and self._relay[x[0]]:
+                anchor[i] = x[0]
+        self._anchor = anchor
+        self._dist: dict[int, np.ndarray] = {}
         if self.routing == "dimension_order":
             self._init_torus()
 
     # -- shortest -----------------------------------------------------------------------------------
-    def _table(self, target: Hashable) -> dict[Hashable, tuple]:
-        table = self._tables.get(target)
-        if table is not None:
-            return table
-        adj, relays = self._adj, self._relays
-        nexts: dict[Hashable, list] = {target: []}
-        dist = {target: 0}
-        frontier, d = [target], 0
-        while frontier:
+    def _hops_to(self, target: int) -> np.ndarray:
+        """Hop count of every node to ``target`` through relays (-1: unreachable)."""
+        dist = self._dist.get(target)
+        if dist is not None:
+            return dist
+        dist = np.full(len(self._nodes), -1, np.int64)
+        dist[target] = 0
+        frontier, d = np.array([target], np.int64), 0
+        while frontier.size:
             d += 1
-            new = []
-            for w in frontier:
-                if w != target and w not in relays:
-                    continue  # a GPU is reachable as a source but relays nothing
-                for u in adj[w]:
-                    du = dist.get(u)
-                    if du is None:
-                        dist[u] = d
-                        nexts[u] = [w]
-                        new.append(u)
-                    elif du == d:
-                        nexts[u].append(w)
-            frontier = new
-        order = self._order
-        table = {
-            u: (tuple(v) if len(v) < 2 else tuple(sorted(v, key=order.__getitem__))) for u, v in nexts.items()
-        }
-        self._tables[target] = table
-        return table
+            lo, hi = self._ptr[frontier], self._ptr[frontier + 1]
+            counts = hi - lo
+            seen = np.zeros(dist.shape[0], bool)
+            seen[self._nbr[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))]] = True
+            near = np.flatnonzero(seen & (dist < 0))
+            dist[near] = d
+            frontier = near[self._relay[near]]  # a GPU is reachable as a source but relays nothing
+        self._dist[target] = dist
+        return dist
 
-    def _shortest(self, src: Hashable, dst: Hashable, flow_key: Hashable) -> tuple:
-        anchor = self._anchor.get(dst)
-        target, tail = (anchor, (dst,)) if anchor is not None and anchor != src else (dst, ())
-        table = self._tables.get(target) or self._table(target)
-        hops = table.get(src)
-        if hops is None:
-            raise nx.NetworkXNoPath(f"no route from {src!r} to {dst!r}")
-        path = [src]
-        u, h = src, None
-        while u != target:
-            if len(hops) == 1:
-                u = hops[0]
-            else:
+    def _walk(self, src: np.ndarray, dst: np.ndarray, flow_key: Hashable) -> list[tuple]:
+        """Node paths (as indices) from every src to its dst (src != dst), ECMP ties broken by the hash."""
+        n = src.shape[0]
+        anchor = self._anchor[dst]
+        use = (anchor >= 0) & (anchor != src)
+        target = np.where(use, anchor, dst)
+        slots, tslot = np.unique(target, return_inverse=True)
+        table = np.stack([self._hops_to(int(t)) for t in slots]) if n else np.zeros((0, 0), np.int64)
+        if n and np.any(table[tslot, src] < 0):
+            i = int(np.flatnonzero(table[tslot, src] < 0)[0])
+            raise nx.NetworkXNoPath(f"no route from {self._nodes[src[i]]!r} to {self._nodes[dst[i]]!r}")
+        paths = [[int(u)] for u in src.tolist()]
+        hashes: dict[int, int] = {}
+        u, live = src.copy(), np.flatnonzero(src != target)
+        while live.size:
+            lo, hi = self._ptr[u[live]], self._ptr[u[live] + 1]
+            counts = hi - lo
+            e = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+            v, who = self._nbr[e], np.repeat(np.arange(live.size), counts)
+            tgt = target[live][who]
+            ok = (table[tslot[live][who], v] == table[tslot[live], u[live]][who] - 1) & (self._relay[v] | (v == tgt))
+            v, who = v[ok], who[ok]
+            n_next = np.bincount(who, minlength=live.size)
+            first = np.cumsum(n_next) - n_next
+            pick = np.zeros(live.size, np.int64)
+            for i in np.flatnonzero(n_next > 1).tolist():
+                k = int(live[i])
+                h = hashes.get(k)
                 if h is None:
-                    h = _flow_hash(src, dst, flow_key)
-                h, i = divmod(h, len(hops))
-                u = hops[i]
-            path.append(u)
-            hops = table[u]
-        return tuple(path) + tail
+                    h = _flow_hash(self._nodes[src[k]], self._nodes[dst[k]], flow_key)
+                hashes[k], pick[i] = divmod(h, int(n_next[i]))
+            u[live] = v[first + pick]
+            for k, w in zip(live.tolist(), u[live].tolist()):
+                paths[k].append(w)
+            live = live[u[live] != target[live]]
+        for k in np.flatnonzero(use).tolist():
+            paths[k].append(int(dst[k]))
+        return [tuple(p) for p in paths]
+
+    def paths(self, pairs: Sequence[tuple[Hashable, Hashable]], flow_key: Hashable = 0) -> list[tuple]:
+        """``[self.path(src, dst, flow_key) for src, dst in pairs]``, walked together (fast for many)."""
+        for a, b in pairs:
+            for x in (a, b):
+                if x not in self._index:
+                    raise nx.NodeNotFound(f"node {x!r} is not in the topology")
+        if self.routing == "dimension_order":
+            return [self.path(a, b, flow_key) for a, b in pairs]
+        src = np.fromiter((self._index[a] for a, _ in pairs), np.int64, len(pairs))
+        dst = np.fromiter((self._index[b] for _, b in pairs), np.int64, len(pairs))
+        out: list[tuple] = [(a,) for a, _ in pairs]
+        far = np.flatnonzero(src != dst)
+        nodes = self._nodes
+        for k, p in zip(far.tolist(), self._walk(src[far], dst[far], flow_key)):
+            out[k] = tuple(nodes[i] for i in p)
+        return out
 
     # -- dimension order ----------------------------------------------------------------------------
     def _init_torus(self) -> None:
@@ -167,7 +202,7 @@ class Routes:
             return (src,)
         if self.routing == "dimension_order":
             return self._dimension_order(src, dst)
-        return self._shortest(src, dst, flow_key)
+        return self.paths([(src, dst)], flow_key)[0]
 
     __call__ = path
 

@@ -10,6 +10,7 @@ from typing import Any
 import networkx as nx
 
 from firesim.errors import UserError
+from firesim.limits import MAX_NODES
 from firesim.topology.files import load_topology
 from firesim.topology.generators import _count, dragonfly, fat_tree, nvlink_leaf_spine, ring, star, torus
 from firesim.units import parse_options, parse_rate, parse_seconds
@@ -115,7 +116,7 @@ _GENERIC_BANDWIDTH = {
 }
 _BUILDER_KEYWORDS = {"bandwidth_Bps"} | {
     name for builder, _, _ in _KINDS.values() for name in inspect.signature(builder).parameters
-}
+} - {"max_nodes"}
 
 
 def _parse_value(kind: str, key: str, value: Any) -> Any:
@@ -149,7 +150,7 @@ def _size_from_n(kind: str, params: dict[str, Any], n: int) -> Any:
     return math.ceil(n / params.get("gpus_per_node", 8))  # nvlink
 
 
-def from_spec(spec: str, n_endpoints: int | None = None, **link_defaults: Any) -> nx.Graph:
+def from_spec(spec: str, n_endpoints: int | None = None, *, max_nodes: int = MAX_NODES, **link_defaults: Any) -> nx.Graph:
     """Build a topology from a short spec or a YAML file path.
 
     Specs: ``star:n=64``, ``ring:n=16``, ``fat-tree:k=8,oversubscription=2``, ``torus:dims=8x8x8,hosts=2``,
@@ -159,7 +160,8 @@ def from_spec(spec: str, n_endpoints: int | None = None, **link_defaults: Any) -
     generic ``bandwidth_Bps`` sets all network links of builders that name theirs separately. Without a
     size the shape is the smallest that holds ``n_endpoints`` (tori: the most cubic factorisation). When
     ``n_endpoints`` is given, ``endpoints`` is cut to that many (the rest stay as idle hosts) and a topology
-    with fewer is an error. ``efficiency=x`` sets every link's efficiency.
+    with fewer is an error. ``efficiency=x`` sets every link's efficiency. A network of more than ``max_nodes``
+    nodes is refused before it is built (``firesim.limits``).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"topology: expected a spec like fat-tree:k=8 or a .yaml file, got {spec!r}")
@@ -173,7 +175,7 @@ def from_spec(spec: str, n_endpoints: int | None = None, **link_defaults: Any) -
     if unknown_defaults:
         raise UserError(f"topology {text!r}: unknown link default {sorted(unknown_defaults)[0]!r}")
     if text.endswith((".yaml", ".yml")) or kind not in _KINDS and os.path.exists(text):
-        G = load_topology(text, latency_s=link_defaults.get("latency_s", 0.0))
+        G = load_topology(text, latency_s=link_defaults.get("latency_s", 0.0), max_nodes=max_nodes)
     else:
         if kind not in _KINDS:
             known = ", ".join(_KINDS)
@@ -181,7 +183,7 @@ def from_spec(spec: str, n_endpoints: int | None = None, **link_defaults: Any) -
                 f"topology: unknown kind {kind_text.strip()!r} in {text!r} (known: {known}, or a .yaml file)"
             )
         builder, size_key, aliases = _KINDS[kind]
-        accepted = set(inspect.signature(builder).parameters)
+        accepted = set(inspect.signature(builder).parameters) - {"max_nodes"}
         params: dict[str, Any] = {}
         for key, value in link_defaults.items():
             # Defaults from a caller that does not know the kind: keep those this builder takes.
@@ -212,7 +214,7 @@ def from_spec(spec: str, n_endpoints: int | None = None, **link_defaults: Any) -
             if n is None:
                 raise UserError(f"topology {text!r}: give the size ({size_key}) or a number of endpoints")
             params[size_key] = _size_from_n(kind, params, n)
-        G = builder(**params)
+        G = builder(**params, max_nodes=max_nodes)
         if n_spec is not None and n_endpoints is None:
             n_endpoints = n_spec
     if efficiency is not None:
