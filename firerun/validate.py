@@ -7,10 +7,14 @@ from the topology file (``firerun.emulate``), starts one rank per host namespace
 1. calibrates through the real path (veths, bridges, shapers) and the executor's own send/recv: alpha = half
    the round trip of a 4-byte ping-pong between ranks 0 and 1; ``buffered_bytes`` = what TCP holds when a
    send returns (a 16 MiB send completes once its tail is in the socket buffer: the gap to the recv's
-   completion times the route's goodput); the one-way times of single 64 KiB, 256 KiB and 1 MiB messages
-   after an idle gap (the first fits in the shapers' token bucket; the intercept of the other two, less
-   alpha, is what a bulk message costs beyond the ping-pong: ``message_overhead_s``, MPI's rendezvous
-   handshake for one); whether a swap between ranks 0 and 1 runs both ways at once when each rank posts its
+   completion times the route's goodput): the engine's ``eager_window_nbytes``; the token bucket's peak rate
+   from the one-way times of a 16 KiB and a 96 KiB message after an idle gap (both inside the shapers'
+   128 KiB burst); late receives: single messages of 256 KiB to 8 MiB whose receive is posted only after the
+   data could have arrived twice over. A receive that completes at once after its post found the data pushed
+   eagerly; one that takes the transfer time waited for it (rendezvous), and the smallest size from which
+   every message waits is ``rendezvous_nbytes`` (gloo: from the smallest; MPI: above its eager threshold).
+   What a rendezvous message takes beyond the engine's own prediction of the same probe is
+   ``message_overhead_s`` (MPI's request-to-send / clear-to-send handshake); whether a swap between ranks 0 and 1 runs both ways at once when each rank posts its
    receive after its send (``swap_serialized``: gloo announces a posted receive on the connection that
    carries its data, behind the send already queued there; rendezvous then serializes the two directions);
    gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
@@ -41,6 +45,7 @@ The worker is this module run as ``python -m firerun.validate worker SPEC.json``
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -77,7 +82,9 @@ MASTER_PORT = 29500  # inside the cluster's own namespaces: nothing else listens
 PINGPONG_ROUND_TRIPS = 50
 GAMMA_PROBE_BYTES = 8 << 20
 BUFFER_PROBE_BYTES = 16 << 20  # larger than any socket buffer: its send completes before it arrives
-MESSAGE_PROBE_BYTES = (64 << 10, 256 << 10, 1 << 20)  # one message each: inside the shaper's burst, and beyond
+MESSAGE_PROBE_BYTES = (16 << 10, 96 << 10)  # one message each after an idle gap, both inside the shapers' burst
+LATE_PROBE_BYTES = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)  # one message each, received late
+MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy probe is clipped to it
 SWAP_PROBE_BYTES = 4 << 20  # ranks 0 and 1 swap 2 MiB halves both ways at once
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
@@ -92,6 +99,7 @@ TARGET_LARGE, TARGET_LARGE_MEDIAN, TARGET_SMALL = 0.05, 0.02, 0.10  # |error| pe
 CLUSTER_OVERHEAD_s = {"torch": 25.0, "mpi": 15.0}
 RUN_OVERHEAD_s = 0.05
 NOMINAL_ALPHA_s, NOMINAL_GAMMA_s_per_byte = 100e-6, 0.1e-9  # for the estimate only (calibrated values vary)
+NOMINAL_PEAK_BANDWIDTH_Bps = 1.25e9
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -119,13 +127,16 @@ def default_specs(hosts: int) -> list[str]:
     return specs
 
 
-def engine_topology(G: nx.Graph) -> nx.Graph:
+def engine_topology(G: nx.Graph, peak_bandwidth_Bps: float = NOMINAL_PEAK_BANDWIDTH_Bps) -> nx.Graph:
     """The emulated links as the engine sees them: TCP payload per shaped byte (``efficiency``) and the
-    shaper's token bucket (``burst_nbytes``)."""
+    shaper's token bucket (``burst_nbytes`` passed at ``peak_bandwidth_Bps``; none on a link whose rate is
+    not below the peak)."""
     H = G.copy()
     for u, v in H.edges:
         H.edges[u, v]["efficiency"] = TCP_GOODPUT_EFFICIENCY
-        H.edges[u, v]["burst_nbytes"] = SHAPER_BURST_BYTES
+        if peak_bandwidth_Bps > H.edges[u, v]["bandwidth_Bps"]:
+            H.edges[u, v]["burst_nbytes"] = SHAPER_BURST_BYTES
+            H.edges[u, v]["peak_bandwidth_Bps"] = peak_bandwidth_Bps
     return H
 
 
@@ -135,18 +146,30 @@ class Calibration:
 
     alpha_s: float
     gamma_s_per_byte: float
-    buffered_bytes: int  # bytes TCP holds when a send returns
+    buffered_bytes: int  # bytes TCP holds when a send returns: the eager window
     message_one_way_s: dict[str, float]  # nbytes -> median one-way time of one message from rank 0 to 1
-    message_overhead_s: float  # intercept of those one-way times, less alpha (>= 0)
+    message_overhead_s: float  # what a rendezvous message takes beyond the engine's prediction (>= 0)
+    peak_bandwidth_Bps: float = NOMINAL_PEAK_BANDWIDTH_Bps  # the shapers' rate inside their burst (wire bytes)
+    rendezvous_nbytes: float | None = 0.0  # smallest message that waits for its receive; None: none probed did
+    late_recv_s: dict[str, float] = field(default_factory=dict)  # nbytes -> post-to-completion of a late receive
     swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
     pingpong_round_trip_s: list[float] = field(default_factory=list)
+
+    def transport(self, message_overhead_s: float | None = None):
+        """The engine's ``Transport`` these measurements give."""
+        from firesim.engine import Transport
+
+        return Transport(rendezvous_nbytes=math.inf if self.rendezvous_nbytes is None else self.rendezvous_nbytes,
+                         eager_window_nbytes=float(self.buffered_bytes),
+                         message_overhead_s=self.message_overhead_s if message_overhead_s is None
+                         else message_overhead_s)
 
 
 def predict_case(plan: Plan, H: nx.Graph, cal: Calibration) -> Trace:
     """The engine's prediction of one case: the one place where calibrated values become model inputs."""
     from firesim.engine import simulate
 
-    return simulate(plan, H, alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte)
+    return simulate(plan, H, alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte, transport=cal.transport())
 
 
 def _nominal_s(plan: Plan, H: nx.Graph) -> float:
@@ -359,7 +382,8 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
             f"cases x {warmup}+{repeat}")
         _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
     results = json.loads((out / "results.json").read_text())
-    cal = _calibration(results)
+    cal = _calibration(results, G)
+    H = engine_topology(G, cal.peak_bandwidth_Bps)
     cases = []
     for case in results["cases"]:
         plan = case_plan(case["algo"], p, case["nbytes"])
@@ -393,18 +417,41 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
                             wall_s=time.monotonic() - started, warnings=warnings)
 
 
-def _calibration(results: dict) -> Calibration:
-    alpha_s = float(results["alpha_s"])
+def _calibration(results: dict, G: nx.Graph) -> Calibration:
+    """The engine's inputs from the probes (see the module doc); the late-receive probes are compared with the
+    engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice."""
+    from firesim.engine import Transport, simulate
+
+    alpha_s, gamma = float(results["alpha_s"]), float(results["gamma_s_per_byte"])
     one_way = {str(n): float(t) for n, t in results["message_one_way_s"].items()}
-    (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())[-2:]  # both beyond the burst
-    intercept = (t1 * n2 - t2 * n1) / (n2 - n1)
-    # send first vs receive first: equal when both directions overlap, twice as long when they serialize
-    swap = results["swap_s"]
-    serialized = min(max(swap["swap"] / swap["swap-recv-first"] - 1, 0.0), 1.0)
-    return Calibration(alpha_s=alpha_s, gamma_s_per_byte=float(results["gamma_s_per_byte"]),
-                       buffered_bytes=int(results["buffered_bytes"]), message_one_way_s=one_way,
-                       message_overhead_s=max(intercept - alpha_s, 0.0), swap_serialized=serialized,
-                       pingpong_round_trip_s=list(results["pingpong_round_trip_s"]))
+    (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())[:2]
+    payload_Bps = (n2 - n1) / (t2 - t1) if t2 > t1 else math.inf
+    peak = min(payload_Bps / TCP_GOODPUT_EFFICIENCY, MAX_PEAK_BANDWIDTH_Bps)
+    H = engine_topology(G, peak)
+    p = len(G.graph["endpoints"])
+    goodput = _route_goodput_Bps(H, 0, 1)
+    cal = Calibration(alpha_s=alpha_s, gamma_s_per_byte=gamma, buffered_bytes=int(results["buffered_bytes"]),
+                      message_one_way_s=one_way, message_overhead_s=0.0, peak_bandwidth_Bps=peak,
+                      late_recv_s={str(n): float(t) for n, t in results["late_recv_s"].items()},
+                      swap_serialized=min(max(results["swap_s"]["swap"] / results["swap_s"]["swap-recv-first"] - 1,
+                                              0.0), 1.0),
+                      pingpong_round_trip_s=list(results["pingpong_round_trip_s"]))
+    waited = {}  # nbytes -> (measured, predicted as rendezvous without overhead)
+    for n_str, measured in cal.late_recv_s.items():
+        n = int(n_str)
+        plan = _late_recv_plan(p, n, _late_delay_s(n, goodput))
+        trace = simulate(plan, H, alpha_s=alpha_s, gamma_s_per_byte=gamma,
+                         transport=Transport(eager_window_nbytes=float(cal.buffered_bytes)))
+        recv = int(plan.offsets[1]) + 1
+        waited[n] = (measured, float(trace.t_end[recv] - trace.t_start[recv]))
+    rendezvous = [n for n, (measured, predicted) in sorted(waited.items()) if measured > predicted / 2]
+    sizes = sorted(waited)
+    # the smallest size from which every larger probe waited too
+    first = next((n for k, n in enumerate(sizes) if all(m in rendezvous for m in sizes[k:])), None)
+    cal.rendezvous_nbytes = None if first is None else (0.0 if first == sizes[0] else float(first))
+    extra = [waited[n][0] - waited[n][1] for n in sizes if first is not None and n >= first]
+    cal.message_overhead_s = max(statistics.median(extra), 0.0) if extra else 0.0
+    return cal
 
 
 def _stem(topology: str, algo: str, nbytes: int) -> str:
@@ -637,6 +684,17 @@ def _swap_plan(p: int, nbytes: int, recv_first: bool) -> Plan:
     return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs + idle, workers=2)
 
 
+def _late_delay_s(nbytes: int, goodput_Bps: float) -> float:
+    """How long the late receiver waits before posting: twice what the message needs, plus 5 ms."""
+    return 2 * nbytes / goodput_Bps + 5e-3
+
+
+def _late_recv_plan(p: int, nbytes: int, delay_s: float) -> Plan:
+    """Rank 0 sends one message; rank 1 computes for ``delay_s``, then posts its receive (op 1 of rank 1)."""
+    return Plan.from_programs("late-recv", nbytes, 1, [[("send", 0, 1)], [("compute", -1, delay_s), ("recv", 0, 0)]]
+                              + [[] for _ in range(p - 2)])
+
+
 def _one_message_plan(p: int, nbytes: int) -> Plan:
     return Plan.from_programs("one-message", nbytes, 1, [[("send", 0, 1)], [("recv", 0, 0)]] + [[] for _ in range(p - 2)])
 
@@ -695,6 +753,19 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
                 times.append(float(trace.t_end[1] - trace.t_start[0]))
         if rank == 0:
             one_way[str(nbytes)] = statistics.median(times)
+    late = {}
+    for nbytes in LATE_PROBE_BYTES:
+        probe = _late_recv_plan(p, nbytes, _late_delay_s(nbytes, goodput_Bps))
+        data = torch.zeros(nbytes // 4)
+        recv = int(probe.offsets[1]) + 1
+        times = []
+        for _ in range(PROBE_REPEATS):
+            time.sleep(PROBE_IDLE_s)
+            trace = ex.run(probe, data)
+            if rank == 0:
+                times.append(float(trace.t_end[recv] - trace.t_start[recv]))
+        if rank == 0:
+            late[str(nbytes)] = statistics.median(times)
     swap = {}
     for recv_first in (False, True):
         plan = _swap_plan(p, SWAP_PROBE_BYTES, recv_first)
@@ -709,7 +780,7 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
         swap[plan.name] = statistics.median(times) if rank == 0 else 0.0
     if rank == 0:
         out = {"swap_s": swap, "buffered_bytes": max(int(statistics.median(held)), 0), "alpha_s": statistics.median(trips) / 2,
-               "pingpong_round_trip_s": trips, "message_one_way_s": one_way, "gamma_s_per_byte": _gamma_s_per_byte()}
+               "pingpong_round_trip_s": trips, "message_one_way_s": one_way, "late_recv_s": late, "gamma_s_per_byte": _gamma_s_per_byte()}
     ex.barrier("after calibration")
     return out
 
