@@ -30,6 +30,7 @@ from firesim.engine.fast import _Run
 from firesim.engine.maxmin import max_min_rates
 from firesim.engine.model import EAGER, Transport, make_trace, setup
 from firesim.engine.reference import run_reference
+from firesim.limits import MAX_OPS
 from firesim.plans.ir import Plan
 from firesim.trace import Trace
 
@@ -40,7 +41,7 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
              beta_s_per_byte: float | None = None, placement: Sequence[Hashable] | None = None,
              transport: Transport | None = None, eager: bool = False, itemsize: int = 4, rank_speed=None,
              link_overrides: Mapping | None = None, seed: int = 0, start_s=None, op_nbytes=None,
-             release_s=None) -> Trace:
+             release_s=None, max_ops: int = MAX_OPS) -> Trace:
     """Predict when every op of ``plan`` starts and ends on ``topology``; returns the simulated Trace.
 
     topology: a networkx graph (``firesim.topology``), a spec such as ``"fat-tree:k=8"``, or None for a
@@ -57,11 +58,13 @@ def simulate(plan: Plan, topology: nx.Graph | str | None = None, *, alpha_s: flo
     different sizes (``firesim.training``): op_nbytes gives every op's bytes (default: the plan's chunk
     sizes) and release_s every op's gate, a time before which it does not issue (send/compute) or complete
     (recv); NaN for none. See ``firesim.plans.ir`` for the semantics. Raises PlanError if the plan
-    deadlocks or its messages do not match.
+    deadlocks or its messages do not match. A plan of more than ``max_ops`` ops is refused before anything
+    is allocated (``firesim.limits``).
     """
     s = setup(plan, topology, alpha_s=alpha_s, gamma_s_per_byte=gamma_s_per_byte, beta_s_per_byte=beta_s_per_byte,
               placement=placement, transport=transport, eager=eager, itemsize=itemsize, rank_speed=rank_speed,
-              link_overrides=link_overrides, seed=seed, start_s=start_s, op_nbytes=op_nbytes, release_s=release_s)
+              link_overrides=link_overrides, seed=seed, start_s=start_s, op_nbytes=op_nbytes, release_s=release_s,
+              max_ops=max_ops)
     run = _Run(s)
     run.run()
     net = run.network

@@ -14,6 +14,7 @@ import numpy as np
 
 from firesim import topology as topo
 from firesim.errors import UserError
+from firesim.limits import MAX_OPS, check_ops
 from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
 from firesim.plans.verify import PlanError, match_messages
 from firesim.trace import Trace, TraceHeader, software_versions
@@ -437,8 +438,10 @@ def resolve_transport(transport: Transport | None, eager: bool) -> Transport:
 
 
 def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, placement, transport, eager,
-          itemsize, rank_speed, link_overrides, seed, start_s, op_nbytes=None, release_s=None) -> Setup:
+          itemsize, rank_speed, link_overrides, seed, start_s, op_nbytes=None, release_s=None,
+          max_ops: int = MAX_OPS) -> Setup:
     check_structure(plan)
+    check_ops(plan.n_ops, f"simulate {plan.name} ({plan.ranks} ranks)", max_ops)
     for name, value in (("alpha_s", alpha_s), ("gamma_s_per_byte", gamma_s_per_byte)):
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise UserError(f"{name}: must be a finite number >= 0, got {value!r}")
