@@ -147,7 +147,7 @@ class Calibration:
     alpha_s: float
     gamma_s_per_byte: float
     buffered_bytes: int  # bytes TCP holds when a send returns: the eager window
-    message_one_way_s: dict[str, float]  # nbytes -> median one-way time of one message from rank 0 to 1
+    message_one_way_s: dict[str, float]  # nbytes -> fastest one-way time of one message from rank 0 to 1
     message_overhead_s: float  # what a rendezvous message takes beyond the engine's prediction (>= 0)
     peak_bandwidth_Bps: float = NOMINAL_PEAK_BANDWIDTH_Bps  # the shapers' rate inside their burst (wire bytes)
     rendezvous_nbytes: float | None = 0.0  # smallest message that waits for its receive; None: none probed did
@@ -742,9 +742,10 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
         if rank == 0:
             held.append(float(trace.t_end[1] - trace.t_end[0]) * goodput_Bps)
     one_way = {}
-    for nbytes in MESSAGE_PROBE_BYTES:
+    for nbytes in MESSAGE_PROBE_BYTES:  # the minimum: a few us of scheduling noise would swamp the slope
         probe = _one_message_plan(p, nbytes)
         data = torch.zeros(nbytes // 4)
+        ex.run(probe, data)  # warm-up
         times = []
         for _ in range(PROBE_REPEATS):
             time.sleep(PROBE_IDLE_s)
@@ -752,7 +753,7 @@ def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
             if rank == 0:
                 times.append(float(trace.t_end[1] - trace.t_start[0]))
         if rank == 0:
-            one_way[str(nbytes)] = statistics.median(times)
+            one_way[str(nbytes)] = min(times)
     late = {}
     for nbytes in LATE_PROBE_BYTES:
         probe = _late_recv_plan(p, nbytes, _late_delay_s(nbytes, goodput_Bps))
