@@ -629,7 +629,26 @@ class _Run:
         return True
 
     def advance(self) -> None:
-        """Issue ops in program order until one has to wait (rule 3) or the rank is busy computing (rule 4)."""
+        """Issue ops in program order until one has to wait (rule 3) or the rank is busy computing (rule 4).
+
+        The ops issued in one call issue at the same instant as far as the plan is concerned; among them the
+        transport gets the receives first. Gloo announces a posted receive on the pair's connection behind
+        any data it is already writing there, so a send to a peer followed by a receive from it, in that order,
+        lets the peer's data leave only after ours has arrived: a pairwise exchange runs one way after the
+        other (twice as long; docs/validation.md). Posting the receive first changes no plan semantics."""
+        sends: list[int] = []
+        self._issue(sends)
+        self._post_sends(sends)
+
+    def _post_sends(self, sends: list[int]) -> None:
+        views, peers, tags, tr, now = self.views, self.prog.peer, self.prog.tag, self.tr, time.perf_counter
+        for j in sends:
+            try:
+                tr.isend(j, views[j], peers[j], tags[j])
+            except (RuntimeError, OSError) as err:
+                raise _Failed(j, err, now() - self.last_progress, posting=True) from None
+
+    def _issue(self, sends: list[int]) -> None:
         prog, pending, views, now = self.prog, self.pending, self.views, time.perf_counter
         kind, c0s, c1s, peers, tags = prog.kind, prog.c0, prog.c1, prog.peer, prog.tag
         ex, tr = self.ex, self.tr
@@ -656,7 +675,7 @@ class _Run:
             if k == Op.COMPUTE:
                 self.finished[j] = self.arrived[j] = 1
                 self.computing, self.busy_until = j, t + prog.seconds[j]
-                self.advance()
+                self._issue(sends)
                 return
             view = views[j]
             try:
@@ -668,7 +687,7 @@ class _Run:
                 elif k == Op.SEND:
                     for c in range(c0, c1):
                         pending[c].append(j)
-                    tr.isend(j, view, peers[j], tags[j])
+                    sends.append(j)  # posted after this call's receives (see advance)
                 else:
                     if k == Op.RECV and self.chunks_free(c0, c1):
                         target = view  # nothing reads or writes these chunks before this op completes
