@@ -64,9 +64,17 @@ def summary_line(report: ValidationReport) -> str:
     cal = report.calibration
     return (f"{report.topology}: {report.hosts} ranks, {report.backend}, {report.shaper} shaping, alpha "
             f"{cal.alpha_s * 1e6:.0f} us, message overhead {cal.message_overhead_s * 1e6:.0f} us, gamma "
-            f"{cal.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {cal.buffered_bytes / 2**20:.2f} MiB, swap "
+            f"{cal.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {cal.buffered_bytes / 2**20:.2f} MiB, "
+            f"rendezvous from {_rendezvous(cal)}, burst peak {cal.peak_bandwidth_Bps / 1e9:.2f} GB/s, swap "
             f"{cal.swap_serialized:.0%} serialized, "
             f"{report.repeat} repeats ({report.machine}, {report.date}, CPU {report.background_cpu:.0%} busy before)")
+
+
+def _rendezvous(cal) -> str:
+    """The smallest message that waits for its receive, as the late-receive probes found it."""
+    if cal.rendezvous_nbytes is None:
+        return "none probed"
+    return "any size" if cal.rendezvous_nbytes == 0 else format_bytes(int(cal.rendezvous_nbytes))
 
 
 def _case_row(c: CaseResult) -> list[str]:
@@ -163,11 +171,12 @@ def _blocks(reports: Sequence[ValidationReport], failures: Sequence[str], figure
            f"- **Runs**: {reports[0].repeat if reports else 0} measured runs per case after a warm-up; "
            f"{len(cases)} cases in {len(reports)} configurations.", ""]
     head = ["topology", "shaper", "backend", "alpha", "message overhead", "gamma", "TCP buffering",
-            "swap serialized"]
+            "rendezvous from", "burst peak", "swap serialized"]
     run.append(_markdown(head, [[r.topology, r.shaper, r.backend, f"{r.calibration.alpha_s * 1e6:.0f} us",
                                  f"{r.calibration.message_overhead_s * 1e6:.0f} us",
                                  f"{r.calibration.gamma_s_per_byte * 1e9:.3f} ns/B",
                                  f"{r.calibration.buffered_bytes / 2**20:.2f} MiB",
+                                 _rendezvous(r.calibration), f"{r.calibration.peak_bandwidth_Bps / 1e9:.2f} GB/s",
                                  f"{r.calibration.swap_serialized:.0%}"] for r in reports]))
     busy_runs = [r for r in reports if r.warnings]
     if busy_runs:
