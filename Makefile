@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench validate lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: install
 
 bench: install
 	$(PY) -m bench
+
+# Predicted vs measured on emulated clusters (root): every example topology x shaper x backend x algorithm x
+# size, 5 measured runs each. Regenerates docs/validation.md (its generated blocks), its figures and
+# docs/validation.json. Prints its estimated run time first (~40 min on 2 cores); needs a quiet machine.
+# Not part of `make test`, which runs a small emulated validation.
+VALIDATE_ALGOS ?= ring,tree,ps,ps:servers=2,ps:servers=1,colocated=false,halving_doubling,double_binary_tree,hierarchical:ranks_per_node=2
+validate: install
+	$(VENV)/bin/firerun validate --suite examples/topologies --shaper htb,tbf --backend torch,mpi \
+		--algo '$(VALIDATE_ALGOS)' --size 1MiB,4MiB,16MiB --repeat 5 --out docs
 
 lint: install
 	$(VENV)/bin/ruff check firesim firerun models tests bench

@@ -53,23 +53,23 @@ import typer
 from firesim.clikit import output_dir
 from firesim.errors import UserError
 from firesim.io import dumps, read_json, write_json_atomic
-from firesim.plans.ir import Op, Plan
 
 __all__ = [
     "EmulatedCluster",
     "MAX_HOSTS",
     "MAX_HOST_RATE_bps",
+    "SHAPER_BURST_BYTES",
     "STATE_DIR",
     "TCP_GOODPUT_EFFICIENCY",
     "check_emulable",
     "down_cluster",
     "emulate_app",
     "list_clusters",
-    "plan_link_bytes",
 ]
 
-# Token-bucket settings measured on this kind of machine (REFERENCE.md).
-TBF_BURST = "128kb"
+# Token-bucket settings measured on this kind of machine (REFERENCE.md). tc's "kb" is 1024 bytes.
+SHAPER_BURST_BYTES = 128 << 10
+TBF_BURST = f"{SHAPER_BURST_BYTES}b"
 QUEUE_LIMIT_BYTES = 4 << 20  # per port, in bytes (tc "limit 4mb")
 MTU_BYTES = 1500
 # TCP payload per Ethernet frame that tbf counts: MSS 1448 (1500 - IP 20 - TCP 20 - timestamps 12) of 1514.
@@ -299,28 +299,6 @@ def down_cluster(state_file: str | os.PathLike) -> list[str]:
         raise RuntimeError(f"emulate down: could not remove {', '.join(sorted(left))}; state kept in {path}")
     path.unlink(missing_ok=True)
     return removed
-
-
-# --------------------------------------------------------------------------------------------------------
-# plan bytes per directed link (to check the counters against)
-
-
-def plan_link_bytes(plan: Plan, G: nx.Graph, itemsize: int = 4) -> dict[tuple[str, str], int]:
-    """Payload bytes the plan moves over every directed link ``(u, v)`` of ``G`` (rank i on endpoint i)."""
-    from firesim.topology import routes
-
-    router = routes(G)
-    endpoints = [str(e) for e in G.graph["endpoints"]]
-    sends = plan.op == Op.SEND
-    src = plan.op_rank()[sends]
-    dst = plan.peer[sends]
-    nbytes = plan.op_nbytes(itemsize)[sends]
-    out: dict[tuple[str, str], int] = {}
-    for a, b, n in zip(src.tolist(), dst.tolist(), nbytes.tolist()):
-        path = router.path(endpoints[a], endpoints[b])
-        for u, v in zip(path[:-1], path[1:]):
-            out[(str(u), str(v))] = out.get((str(u), str(v)), 0) + int(n)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------

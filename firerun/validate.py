@@ -1,29 +1,43 @@
 """The validation loop: run plans for real on an emulated cluster, simulate the same plans, compare.
 
-One call of :func:`validate` builds the cluster from the topology file (``firerun.emulate``), starts one rank
-per host namespace (gloo bound to the namespace's ``eth0``, MASTER_ADDR = rank 0's namespace address), and
-in that job
+One call of :func:`validate` is one cluster configuration (topology, shaper, backend). It builds the cluster
+from the topology file (``firerun.emulate``), starts one rank per host namespace (gloo bound to the namespace's
+``eth0``, or MPI through ``mpiexec``), and in that job
 
-1. calibrates alpha with a ping-pong of 4-byte messages between ranks 0 and 1 through the real path
-   (veth, bridges, shapers) and the executor's own send/recv: alpha = round trip / 2;
-2. measures how many bytes a send hands to TCP before they are delivered (``buffered_bytes``): one 16 MiB
-   message from rank 0 to rank 1, whose send completes when its tail is in the socket buffer; the gap to the
-   recv's completion times the path's goodput is what TCP was holding;
-3. measures gamma as the time of a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
-4. runs every plan ``warmup + repeat`` times with ``firerun.execute`` (median, min and max of the repeats),
-   checks the result is the exact sum, and reads the shapers' byte counters of every directed link around
-   each run, to compare with the bytes the plan routes over it.
+1. calibrates through the real path (veths, bridges, shapers) and the executor's own send/recv: alpha = half
+   the round trip of a 4-byte ping-pong between ranks 0 and 1; ``buffered_bytes`` = what TCP holds when a
+   send returns (a 16 MiB send completes once its tail is in the socket buffer: the gap to the recv's
+   completion times the route's goodput): the engine's ``eager_window_nbytes``; the token bucket's peak rate
+   from the one-way times of a 16 KiB and a 96 KiB message after an idle gap (both inside the shapers'
+   128 KiB burst); late receives: single messages of 256 KiB to 8 MiB whose receive is posted only after the
+   data could have arrived twice over. A receive that completes at once after its post found the data pushed
+   eagerly; one that takes the transfer time waited for it (rendezvous), and the smallest size from which
+   every message waits is ``rendezvous_nbytes`` (gloo: from the smallest; MPI: above its eager threshold).
+   What a rendezvous message takes beyond the engine's own prediction of the same probe is
+   ``message_overhead_s`` (MPI's request-to-send / clear-to-send handshake); whether a swap between ranks 0 and 1 runs both ways at once when each rank posts its
+   receive after its send (``swap_serialized``: gloo announces a posted receive on the connection that
+   carries its data, behind the send already queued there; rendezvous then serializes the two directions);
+   gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
+2. runs every (algorithm, size) ``warmup + repeat`` times with ``firerun.execute`` (median, min and max of
+   the repeats), checks the exact sum, and reads the shapers' byte counters of every directed link before and
+   after the measured runs.
 
-Then it simulates each plan with ``firesim.engine.simulate`` on the same topology, in which every link gets
-``efficiency = TCP_GOODPUT_EFFICIENCY`` (1448/1514: the shaper counts Ethernet frames, TCP carries 1448
-bytes of each), with the calibrated alpha and gamma, and sends modelled as rendezvous (a send completes when
-its data has arrived) by default. ``dist.isend`` over TCP sits in between: it completes once the tail of the
-message is in the socket buffer (``buffered_bytes`` before arrival, 1.5 MiB measured here), which the engine
-cannot express; both of its models are simulated for every case and reported, the chosen one gives the error.
-The same rule for every case; no per-case factor. Error = (predicted - measured) / measured.
+Then it simulates each plan with ``firesim.engine.simulate`` on the same topology, as :func:`predict_case`
+says, and compares: the traces with ``firesim.trace.compare`` (end to end, per op, per rank) and the counters
+with the bytes ``firesim.topology.link_bytes`` routes over each link. Error = (predicted - measured) /
+measured. The same rule for every case; no per-case factor.
+
+Algorithms come from the registry (``firesim.plans.registry``): each spec gets as many workers as fit on the
+hosts beside its servers (``Choice.workers``), so ``ps:servers=1,colocated=false`` on 4 hosts is 3 workers and
+a dedicated server. Nothing here knows an algorithm by name.
+
+:func:`validate_suite` runs the cross product of topologies, shapers and backends, with its run time
+estimated up front (the engine's prediction of every run plus measured overheads) and a progress bar;
+``firerun.validate_report`` writes docs/validation.md and its figures from the reports.
 
 The machine is shared: other processes' CPU load slows the ranks, which no network model should absorb. The
-CPU use of the machine is sampled for a second before the run; above 10 % the report carries a warning.
+CPU use of the machine is sampled before each configuration; the suite waits (bounded) for a quiet machine
+and, above 10 % busy, the report carries a warning.
 
 The worker is this module run as ``python -m firerun.validate worker SPEC.json`` inside a namespace.
 """
@@ -31,6 +45,7 @@ The worker is this module run as ``python -m firerun.validate worker SPEC.json``
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -38,10 +53,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import networkx as nx
 import numpy as np
@@ -49,35 +64,128 @@ import typer
 
 from firerun.emulate import (
     QUEUE_LIMIT_BYTES,
+    SHAPER_BURST_BYTES,
     TCP_GOODPUT_EFFICIENCY,
     EmulatedCluster,
     check_emulable,
-    plan_link_bytes,
 )
 from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
 from firesim.io import dumps, write_json_atomic
-from firesim.plans import Op, Plan, build, resolve, split_specs
-from firesim.topology import load_topology
-from firesim.trace import Trace
+from firesim.plans import Plan, algorithms, resolve, split_specs
+from firesim.trace import Trace, compare
 
-__all__ = ["CaseResult", "ValidationReport", "engine_topology", "validate", "validate_cmd"]
+__all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "engine_topology",
+           "predict_case", "validate", "validate_cmd", "validate_suite"]
 
 MASTER_PORT = 29500  # inside the cluster's own namespaces: nothing else listens there
 PINGPONG_ROUND_TRIPS = 50
 GAMMA_PROBE_BYTES = 8 << 20
 BUFFER_PROBE_BYTES = 16 << 20  # larger than any socket buffer: its send completes before it arrives
+MESSAGE_PROBE_BYTES = (16 << 10, 96 << 10)  # one message each after an idle gap, both inside the shapers' burst
+LATE_PROBE_BYTES = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)  # one message each, received late
+MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy probe is clipped to it
+SWAP_PROBE_BYTES = 4 << 20  # ranks 0 and 1 swap 2 MiB halves both ways at once
+PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
+PROBE_REPEATS = 5
 BUSY_WARNING = 0.10
 RANK_TIE = 0.02  # measured medians closer than this are a tie (repeats spread about 1 %)
-WIRE_PER_PAYLOAD = 1 / TCP_GOODPUT_EFFICIENCY  # Ethernet bytes tbf counts per TCP payload byte
+LINK_BYTES_TOLERANCE = 0.03  # wire bytes beyond the plan's x 1514/1448: retransmissions or foreign traffic
+WIRE_PER_PAYLOAD = 1 / TCP_GOODPUT_EFFICIENCY  # Ethernet bytes the shaper counts per TCP payload byte
+LARGE_NBYTES = 4 << 20
+TARGET_LARGE, TARGET_LARGE_MEDIAN, TARGET_SMALL = 0.05, 0.02, 0.10  # |error| per case >= 4 MiB, their median, < 4 MiB
+# Run-time estimate (measured on the 2-core machine): building the cluster, starting the ranks and calibrating;
+# and per measured run, the barrier, clock alignment, trace gather and two reads of the byte counters.
+CLUSTER_OVERHEAD_s = {"torch": 25.0, "mpi": 15.0}
+RUN_OVERHEAD_s = 0.05
+NOMINAL_ALPHA_s, NOMINAL_GAMMA_s_per_byte = 100e-6, 0.1e-9  # for the estimate only (calibrated values vary)
+NOMINAL_PEAK_BANDWIDTH_Bps = 1.25e9
 
 
-def engine_topology(G: nx.Graph) -> nx.Graph:
-    """The graph handed to the engine: the emulated links, each at TCP goodput through tbf."""
+# --------------------------------------------------------------------------------------------------------
+# what is run and how it is predicted
+
+
+def case_plan(spec: str, hosts: int, nbytes: int) -> Plan:
+    """The plan a spec runs on ``hosts`` ranks: as many workers as fit beside its servers (the registry says)."""
+    choice = resolve(spec)
+    return choice.build(choice.workers(hosts), nbytes)
+
+
+def default_specs(hosts: int) -> list[str]:
+    """Every registered algorithm once: its name, or its first example when the name alone needs options or
+    does not fit ``hosts`` ranks."""
+    specs = []
+    for algorithm in algorithms():
+        for spec in (algorithm.name, *algorithm.examples):
+            try:
+                case_plan(spec, hosts, 4 * hosts)
+            except UserError:
+                continue
+            specs.append(spec)
+            break
+    return specs
+
+
+def engine_topology(G: nx.Graph, peak_bandwidth_Bps: float = NOMINAL_PEAK_BANDWIDTH_Bps) -> nx.Graph:
+    """The emulated links as the engine sees them: TCP payload per shaped byte (``efficiency``) and the
+    shaper's token bucket (``burst_nbytes`` passed at ``peak_bandwidth_Bps``; none on a link whose rate is
+    not below the peak)."""
     H = G.copy()
     for u, v in H.edges:
         H.edges[u, v]["efficiency"] = TCP_GOODPUT_EFFICIENCY
+        if peak_bandwidth_Bps > H.edges[u, v]["bandwidth_Bps"]:
+            H.edges[u, v]["burst_nbytes"] = SHAPER_BURST_BYTES
+            H.edges[u, v]["peak_bandwidth_Bps"] = peak_bandwidth_Bps
     return H
+
+
+@dataclass
+class Calibration:
+    """What the job measured before the cases, through the real path."""
+
+    alpha_s: float
+    gamma_s_per_byte: float
+    buffered_bytes: int  # bytes TCP holds when a send returns: the eager window
+    message_one_way_s: dict[str, float]  # nbytes -> fastest one-way time of one message from rank 0 to 1
+    message_overhead_s: float  # what a rendezvous message takes beyond the engine's prediction (>= 0)
+    peak_bandwidth_Bps: float = NOMINAL_PEAK_BANDWIDTH_Bps  # the shapers' rate inside their burst (wire bytes)
+    rendezvous_nbytes: float | None = 0.0  # smallest message that waits for its receive; None: none probed did
+    late_recv_s: dict[str, float] = field(default_factory=dict)  # nbytes -> post-to-completion of a late receive
+    swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
+    pingpong_round_trip_s: list[float] = field(default_factory=list)
+
+    def transport(self, message_overhead_s: float | None = None):
+        """The engine's ``Transport`` these measurements give."""
+        from firesim.engine import Transport
+
+        return Transport(rendezvous_nbytes=math.inf if self.rendezvous_nbytes is None else self.rendezvous_nbytes,
+                         eager_window_nbytes=float(self.buffered_bytes),
+                         message_overhead_s=self.message_overhead_s if message_overhead_s is None
+                         else message_overhead_s)
+
+
+def predict_case(plan: Plan, H: nx.Graph, cal: Calibration) -> Trace:
+    """The engine's prediction of one case: the one place where calibrated values become model inputs."""
+    from firesim.engine import simulate
+
+    return simulate(plan, H, alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte, transport=cal.transport())
+
+
+def _nominal_s(plan: Plan, H: nx.Graph) -> float:
+    from firesim.engine import simulate
+
+    return simulate(plan, H, alpha_s=NOMINAL_ALPHA_s, gamma_s_per_byte=NOMINAL_GAMMA_s_per_byte).duration_s
+
+
+def estimate_seconds(G: nx.Graph, specs: Sequence[str], sizes: Sequence[int], *, repeat: int, warmup: int,
+                     backend: str = "torch") -> tuple[float, dict[tuple[str, int], float]]:
+    """Expected wall time of one configuration and the expected seconds of each (spec, size) run."""
+    H = engine_topology(G)
+    hosts = len(G.graph["endpoints"])
+    per_run = {(spec, int(n)): _nominal_s(case_plan(spec, hosts, int(n)), H) + RUN_OVERHEAD_s
+               for spec in specs for n in sizes}
+    return CLUSTER_OVERHEAD_s[backend] + (warmup + repeat) * sum(per_run.values()), per_run
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -86,58 +194,82 @@ def engine_topology(G: nx.Graph) -> nx.Graph:
 
 @dataclass
 class CaseResult:
-    """One (algorithm, size): measured repeats, the prediction, and the link-byte check."""
+    """One (algorithm spec, size): measured repeats, the prediction, the comparison and the link-byte check."""
 
-    algo: str
+    spec: str
+    algorithm: str
+    workers: int
+    ranks: int
     nbytes: int
     measured_s: float  # median of the repeats
     measured_min_s: float
     measured_max_s: float
-    predicted_s: float
-    error: float  # (predicted - measured) / measured, signed
     repeats_s: list[float]
-    eager: bool  # how the engine modelled this plan's sends (for predicted_s)
-    predicted_eager_s: float  # both models, for comparison
-    predicted_rendezvous_s: float
-    link_bytes_error: float  # worst |wire / expected - 1| over links the plan uses
-    stray_link_bytes: int  # wire bytes on links the plan does not use (control traffic, ACKs)
+    predicted_s: float
+    error: float  # (predicted - measured) / measured, end to end, signed
+    op_error_median: float  # over ops: |t_end error| / measured duration (the median run's trace)
+    op_error_p95: float
+    rank_error_max: float  # the worst rank's |finish time error| / measured duration
+    first_divergence: dict | None  # the first op off by > 5 % of the run (firesim.trace.compare)
+    link_bytes_error: float  # wire / expected - 1 on the link where it is largest in size (signed)
+    stray_link_bytes: int  # wire bytes on links the plan does not use (control traffic)
     start_skew_s: float  # median over repeats of the spread of the ranks' start times after the barrier
+    target: float = 0.0  # the |error| this case must stay within
+    ranking_right: bool = True  # no pair with this case at this size is predicted in the wrong order
+    cause: str = ""  # for a case outside its target: what the traces and counters show
     measured_trace: str = ""
     predicted_trace: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.error) <= self.target
 
 
 @dataclass
 class ValidationReport:
     topology: str
     hosts: int
-    alpha_s: float
-    gamma_s_per_byte: float
-    buffered_bytes: int
     shaper: str
     backend: str
     repeat: int
+    calibration: Calibration
     cases: list[CaseResult]
     ranking: dict[str, dict] = field(default_factory=dict)  # size -> measured/predicted order, ties, wrong pairs
     ranking_match: bool = True
     machine: str = ""
     date: str = ""
     background_cpu: float = 0.0  # busy fraction of the machine's CPUs just before the run
+    wall_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
-    def error_summary(self, min_nbytes: int = 4 << 20) -> dict:
-        """Median and worst |error| of the cases at or above ``min_nbytes`` and below it."""
-        out = {}
-        for key, sel in (("large", [c for c in self.cases if c.nbytes >= min_nbytes]),
-                         ("small", [c for c in self.cases if c.nbytes < min_nbytes])):
-            errors = [abs(c.error) for c in sel]
-            out[key] = {"cases": len(errors), "median_abs_error": statistics.median(errors) if errors else None,
-                        "max_abs_error": max(errors) if errors else None}
-        out["min_nbytes"] = min_nbytes
-        return out
+    def error_summary(self) -> dict:
+        return error_summary(self.cases)
 
     def to_dict(self) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "cases"},
-                "summary": self.error_summary(), "records": [asdict(c) for c in self.cases]}
+        return {**{k: v for k, v in asdict(self).items() if k != "cases"}, "summary": self.error_summary(),
+                "records": [{**asdict(c), "ok": c.ok} for c in self.cases]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ValidationReport:
+        """The inverse of ``to_dict`` (docs/validation.json holds a list of these)."""
+        fields = {k: v for k, v in data.items() if k not in ("summary", "records", "calibration")}
+        cases = [CaseResult(**{k: v for k, v in r.items() if k != "ok"}) for r in data["records"]]
+        return cls(**fields, calibration=Calibration(**data["calibration"]), cases=cases)
+
+
+def error_summary(cases: Sequence[CaseResult]) -> dict:
+    """Median and worst |error| of the cases >= 4 MiB and below, and how many miss their target."""
+    out = {}
+    for key, sel in (("large", [c for c in cases if c.nbytes >= LARGE_NBYTES]),
+                     ("small", [c for c in cases if c.nbytes < LARGE_NBYTES])):
+        errors = [abs(c.error) for c in sel]
+        worst = max(sel, key=lambda c: abs(c.error), default=None)
+        out[key] = {"cases": len(errors), "median_abs_error": statistics.median(errors) if errors else None,
+                    "max_abs_error": abs(worst.error) if worst else None,
+                    "worst": f"{worst.spec} {worst.nbytes >> 20} MiB" if worst else "",
+                    "misses": sum(not c.ok for c in sel)}
+    out["min_nbytes"] = LARGE_NBYTES
+    return out
 
 
 def _rankings(cases: list[CaseResult]) -> tuple[dict[str, dict], bool]:
@@ -145,23 +277,43 @@ def _rankings(cases: list[CaseResult]) -> tuple[dict[str, dict], bool]:
 
     Two algorithms whose measured medians are within ``RANK_TIE`` of each other are a tie: this machine cannot
     tell which is faster, so either predicted order is right. Every other pair must come out in the measured
-    order.
+    order; each case in a wrongly ordered pair gets ``ranking_right = False``.
     """
     out, match = {}, True
     for nbytes in sorted({c.nbytes for c in cases}):
         group = [c for c in cases if c.nbytes == nbytes]
-        measured = [c.algo for c in sorted(group, key=lambda c: c.measured_s)]
-        predicted = [c.algo for c in sorted(group, key=lambda c: c.predicted_s)]
         ties, wrong = [], []
         for i, a in enumerate(group):
             for b in group[i + 1:]:
                 if abs(a.measured_s - b.measured_s) <= RANK_TIE * min(a.measured_s, b.measured_s):
-                    ties.append([a.algo, b.algo])
+                    ties.append([a.spec, b.spec])
                 elif (a.measured_s < b.measured_s) != (a.predicted_s < b.predicted_s):
-                    wrong.append([a.algo, b.algo])
-        out[str(nbytes)] = {"measured": measured, "predicted": predicted, "ties": ties, "wrong": wrong}
+                    wrong.append([a.spec, b.spec])
+                    a.ranking_right = b.ranking_right = False
+        out[str(nbytes)] = {"measured": [c.spec for c in sorted(group, key=lambda c: c.measured_s)],
+                            "predicted": [c.spec for c in sorted(group, key=lambda c: c.predicted_s)],
+                            "ties": ties, "wrong": wrong}
         match &= not wrong
     return out, match
+
+
+def _diagnose(case: CaseResult, background_cpu: float) -> str:
+    """Why a case misses its target, from what was measured beside the time (empty if it does not)."""
+    if case.ok:
+        return ""
+    causes = []
+    if background_cpu > BUSY_WARNING:
+        causes.append(f"machine {background_cpu:.0%} busy with other work")
+    if abs(case.link_bytes_error) > LINK_BYTES_TOLERANCE:
+        causes.append(f"link bytes {case.link_bytes_error:+.1%} off the plan (retransmissions)")
+    if case.start_skew_s > 0.02 * case.measured_s:
+        causes.append(f"ranks started {case.start_skew_s * 1e3:.1f} ms apart")
+    d = case.first_divergence
+    if d:
+        arrow = "to" if d["op"] == "send" else "from"
+        causes.append(f"first off: rank {d['rank']} {d['op']} chunk {d['chunk']} {arrow} {d['peer']} "
+                      f"({d['error']:+.1%} of the run)")
+    return "; ".join(causes) or "end-to-end only (no op off by > 5 %)"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -174,28 +326,23 @@ def _machine() -> str:
     return f"{platform.node() or 'linux'}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
-def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree", "ps"),
+def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
              sizes: Sequence[int] = (4 << 20, 16 << 20), *, repeat: int = 5, warmup: int = 1,
-             out_dir: str | os.PathLike | None = None, eager: str = "off", timeout_s: float = 600.0,
+             out_dir: str | os.PathLike | None = None, timeout_s: float = 600.0,
              state_dir: str | os.PathLike | None = None, shaper: str = "htb",
-             queue_limit_bytes: int = QUEUE_LIMIT_BYTES, backend: str = "torch", log=None) -> ValidationReport:
-    """Measure and predict every (algo, size) on the emulated ``topology``; traces go to ``out_dir``.
+             queue_limit_bytes: int = QUEUE_LIMIT_BYTES, backend: str = "torch", log=None,
+             on_run: Callable[[str, int], None] | None = None) -> ValidationReport:
+    """Measure and predict every (algorithm spec, size) on the emulated ``topology``; traces go to ``out_dir``.
 
-    eager: 'off' (rendezvous: a send completes when its data has arrived; the default, see docs/validation.md),
-    'on' (a send completes at issue) or 'auto' (eager for plans whose messages fit in the measured TCP
-    buffering).
+    ``algos`` defaults to :func:`default_specs`. ``on_run(spec, nbytes)`` is called after every run (warm-up
+    or measured), for progress.
     """
-    from firesim.engine import simulate
+    from firesim.topology import load_topology
 
     if backend not in ("torch", "mpi"):
         raise UserError(f"backend: 'torch' (gloo) or 'mpi' (mpi4py, MPICH), got {backend!r}")
-    if eager not in ("auto", "on", "off"):
-        raise UserError(f"eager: 'auto', 'on' or 'off', got {eager!r}")
     if repeat < 1 or warmup < 0:
         raise UserError(f"repeat: must be >= 1 (warmup >= 0), got {repeat} ({warmup})")
-    algos = list(algos)
-    for a in algos:
-        resolve(a)  # one-line UserError for an unknown algorithm or a malformed option
     sizes = [int(n) for n in sizes]
     if any(n < 4 or n % 4 for n in sizes):
         raise UserError(f"size: must be a positive multiple of 4 bytes (float32), got {sizes}")
@@ -205,12 +352,13 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
     p = len(G.graph["endpoints"])
     if p < 2:
         raise UserError(f"validate {name}: needs at least 2 hosts")
-    for a in algos:  # each fits the cluster's ranks (dedicated servers among them)
-        choice = resolve(a)
-        choice.check(choice.workers(p))
+    specs = list(algos) if algos is not None else default_specs(p)
+    for spec in specs:
+        case_plan(spec, p, 4 * p)  # one-line UserError for an unknown algorithm or options that do not fit
     out = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / f"firerun-validate-{name}"
-    out.mkdir(parents=True, exist_ok=True)  # every check passed: from here on, files are written
+    out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda msg: None)
+    started = time.monotonic()
 
     background = _busy_fraction()
     warnings = []
@@ -218,51 +366,92 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] = ("ring", "tree"
         warnings.append(f"the machine was {background:.0%} busy before the run (other processes): "
                         "measured times include their CPU contention")
         say(f"warning: {warnings[-1]}")
+    H = engine_topology(G)
     kwargs = {} if state_dir is None else {"state_dir": state_dir}
     with EmulatedCluster(topology, shaper=shaper, queue_limit_bytes=queue_limit_bytes, **kwargs) as cluster:
-        spec = {"cases": [{"algo": a, "nbytes": n} for n in sizes for a in algos], "repeat": repeat,
+        spec = {"cases": [{"algo": a, "nbytes": n} for n in sizes for a in specs], "repeat": repeat,
                 "warmup": warmup, "out_dir": str(out.resolve()), "timeout_s": min(timeout_s, 120.0),
-                "probe_goodput_Bps": _route_goodput_Bps(G, 0, 1), "backend": backend,
+                "probe_goodput_Bps": _route_goodput_Bps(H, 0, 1), "backend": backend,
                 "topology": name, "ports": [{"node": pt.node, "peer": pt.peer, "ns": pt.ns, "ifname": pt.ifname}
                                             for pair in cluster.links for pt in pair]}
         spec_path = out / "spec.json"
         write_json_atomic(spec_path, spec)
-        (out / "results.json").unlink(missing_ok=True)
-        say(f"cluster {cluster.id} up: {p} ranks on {name}; running {len(spec['cases'])} cases x "
-            f"{warmup}+{repeat}")
-        _run_ranks(cluster, spec_path, p, timeout_s, backend)
+        for stale in ("results.json", "progress.jsonl"):
+            (out / stale).unlink(missing_ok=True)
+        say(f"cluster {cluster.id} up: {p} ranks on {name}, {shaper}, {backend}; running {len(spec['cases'])} "
+            f"cases x {warmup}+{repeat}")
+        _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
     results = json.loads((out / "results.json").read_text())
-
-    H = engine_topology(G)
-    alpha_s, gamma = float(results["alpha_s"]), float(results["gamma_s_per_byte"])
-    buffered = int(results["buffered_bytes"])
+    cal = _calibration(results, G)
+    H = engine_topology(G, cal.peak_bandwidth_Bps)
     cases = []
     for case in results["cases"]:
-        plan = build(case["algo"], p, case["nbytes"])
-        plan_eager = eager == "on" or eager == "auto" and _largest_message(plan) <= buffered
-        both = {mode: simulate(plan, H, alpha_s=alpha_s, gamma_s_per_byte=gamma, eager=mode) for mode in (False, True)}
-        predicted = both[plan_eager]
+        plan = case_plan(case["algo"], p, case["nbytes"])
+        predicted = predict_case(plan, H, cal)
         stem = _stem(name, case["algo"], case["nbytes"])
         predicted.save(out / f"predicted-{stem}.json")
+        measured = Trace.load(out / f"measured-{stem}.json")
+        comparison = compare(predicted, measured)
         durations = case["durations_s"]
         measured_s = statistics.median(durations)
         link_err, stray = _link_check(plan, G, case["wire_bytes"])
         cases.append(CaseResult(
-            algo=case["algo"], nbytes=case["nbytes"], measured_s=measured_s, measured_min_s=min(durations),
-            measured_max_s=max(durations), predicted_s=predicted.duration_s,
-            error=(predicted.duration_s - measured_s) / measured_s, repeats_s=durations, eager=plan_eager,
-            predicted_eager_s=both[True].duration_s, predicted_rendezvous_s=both[False].duration_s,
-            link_bytes_error=link_err, stray_link_bytes=stray,
+            spec=case["algo"], algorithm=resolve(case["algo"]).name, workers=plan.workers, ranks=plan.ranks,
+            nbytes=case["nbytes"], measured_s=measured_s, measured_min_s=min(durations),
+            measured_max_s=max(durations), repeats_s=durations, predicted_s=predicted.duration_s,
+            error=(predicted.duration_s - measured_s) / measured_s, op_error_median=comparison.op_end_error_median,
+            op_error_p95=comparison.op_end_error_p95, rank_error_max=comparison.rank_end_error_max,
+            first_divergence=comparison.first_divergence, link_bytes_error=link_err, stray_link_bytes=stray,
             start_skew_s=statistics.median(max(st) - min(st) for st in case["rank_start_s"]),
+            target=TARGET_LARGE if case["nbytes"] >= LARGE_NBYTES else TARGET_SMALL,
             measured_trace=str(out / f"measured-{stem}.json"), predicted_trace=str(out / f"predicted-{stem}.json")))
     ranking, match = _rankings(cases)
     after = _busy_fraction(0.5)
     if after > BUSY_WARNING and not warnings:
         warnings.append(f"the machine was {after:.0%} busy right after the run (other processes)")
-    return ValidationReport(topology=name, hosts=p, alpha_s=alpha_s, gamma_s_per_byte=gamma,
-                            buffered_bytes=buffered, shaper=shaper, backend=backend, repeat=repeat, cases=cases,
-                            ranking=ranking, ranking_match=match, machine=_machine(),
-                            date=time.strftime("%Y-%m-%d"), background_cpu=background, warnings=warnings)
+    for c in cases:
+        c.cause = _diagnose(c, max(background, after))
+    return ValidationReport(topology=name, hosts=p, shaper=shaper, backend=backend, repeat=repeat, calibration=cal,
+                            cases=cases, ranking=ranking, ranking_match=match, machine=_machine(),
+                            date=time.strftime("%Y-%m-%d"), background_cpu=background,
+                            wall_s=time.monotonic() - started, warnings=warnings)
+
+
+def _calibration(results: dict, G: nx.Graph) -> Calibration:
+    """The engine's inputs from the probes (see the module doc); the late-receive probes are compared with the
+    engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice."""
+    from firesim.engine import Transport, simulate
+
+    alpha_s, gamma = float(results["alpha_s"]), float(results["gamma_s_per_byte"])
+    one_way = {str(n): float(t) for n, t in results["message_one_way_s"].items()}
+    (n1, t1), (n2, t2) = sorted((int(n), t) for n, t in one_way.items())[:2]
+    payload_Bps = (n2 - n1) / (t2 - t1) if t2 > t1 else math.inf
+    peak = min(payload_Bps / TCP_GOODPUT_EFFICIENCY, MAX_PEAK_BANDWIDTH_Bps)
+    H = engine_topology(G, peak)
+    p = len(G.graph["endpoints"])
+    goodput = _route_goodput_Bps(H, 0, 1)
+    cal = Calibration(alpha_s=alpha_s, gamma_s_per_byte=gamma, buffered_bytes=int(results["buffered_bytes"]),
+                      message_one_way_s=one_way, message_overhead_s=0.0, peak_bandwidth_Bps=peak,
+                      late_recv_s={str(n): float(t) for n, t in results["late_recv_s"].items()},
+                      swap_serialized=min(max(results["swap_s"]["swap"] / results["swap_s"]["swap-recv-first"] - 1,
+                                              0.0), 1.0),
+                      pingpong_round_trip_s=list(results["pingpong_round_trip_s"]))
+    waited = {}  # nbytes -> (measured, predicted as rendezvous without overhead)
+    for n_str, measured in cal.late_recv_s.items():
+        n = int(n_str)
+        plan = _late_recv_plan(p, n, _late_delay_s(n, goodput))
+        trace = simulate(plan, H, alpha_s=alpha_s, gamma_s_per_byte=gamma,
+                         transport=Transport(eager_window_nbytes=float(cal.buffered_bytes)))
+        recv = int(plan.offsets[1]) + 1
+        waited[n] = (measured, float(trace.t_end[recv] - trace.t_start[recv]))
+    rendezvous = [n for n, (measured, predicted) in sorted(waited.items()) if measured > predicted / 2]
+    sizes = sorted(waited)
+    # the smallest size from which every larger probe waited too
+    first = next((n for k, n in enumerate(sizes) if all(m in rendezvous for m in sizes[k:])), None)
+    cal.rendezvous_nbytes = None if first is None else (0.0 if first == sizes[0] else float(first))
+    extra = [waited[n][0] - waited[n][1] for n in sizes if first is not None and n >= first]
+    cal.message_overhead_s = max(statistics.median(extra), 0.0) if extra else 0.0
+    return cal
 
 
 def _stem(topology: str, algo: str, nbytes: int) -> str:
@@ -270,18 +459,11 @@ def _stem(topology: str, algo: str, nbytes: int) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{topology}-{algo}-{nbytes}")
 
 
-def _route_goodput_Bps(G: nx.Graph, a: int, b: int) -> float:
-    """TCP goodput of the bottleneck on the route from rank a to rank b."""
-    from firesim.topology import route
+def _route_goodput_Bps(H: nx.Graph, a: int, b: int) -> float:
+    from firesim.topology import route_capacity_Bps
 
-    ends = G.graph["endpoints"]
-    path = route(G, ends[a], ends[b])
-    return min(float(G.edges[u, v]["bandwidth_Bps"]) for u, v in zip(path[:-1], path[1:])) * TCP_GOODPUT_EFFICIENCY
-
-
-def _largest_message(plan: Plan) -> int:
-    sends = plan.op == Op.SEND
-    return int(plan.op_nbytes()[sends].max(initial=0))
+    ends = H.graph["endpoints"]
+    return route_capacity_Bps(H, ends[a], ends[b])
 
 
 def _busy_fraction(seconds: float = 1.0) -> float:
@@ -300,27 +482,29 @@ def _busy_fraction(seconds: float = 1.0) -> float:
     return 1.0 - (d[3] + d[4]) / total if total > 0 else 0.0
 
 
-def _link_check(plan: Plan, G: nx.Graph, wire_bytes: list[dict]) -> tuple[float, int]:
-    """Worst relative gap between the wire bytes counted and the plan's bytes x 1514/1448, over the links the
-    plan uses (median over repeats), and the bytes seen on links it does not use."""
-    expected = plan_link_bytes(plan, G)
-    measured: dict[tuple[str, str], float] = {}
-    for key in {k for run in wire_bytes for k in run}:
-        u, v = key.split(">")
-        measured[(u, v)] = statistics.median(run.get(key, 0) for run in wire_bytes)
+def _link_check(plan: Plan, G: nx.Graph, wire_bytes: dict[str, float]) -> tuple[float, int]:
+    """Worst relative gap (signed) between the wire bytes counted per run and the plan's bytes x 1514/1448, over
+    the links the plan uses, and the bytes seen on links it does not use."""
+    from firesim.topology import link_bytes
+
+    expected = {(str(u), str(v)): n for (u, v), n in link_bytes(plan, G).items()}
+    measured = {tuple(key.split(">")): n for key, n in wire_bytes.items()}
     worst = 0.0
     for link, payload in expected.items():
         if payload > 0:
-            worst = max(worst, abs(measured.get(link, 0.0) / (payload * WIRE_PER_PAYLOAD) - 1))
+            gap = measured.get(link, 0.0) / (payload * WIRE_PER_PAYLOAD) - 1
+            worst = gap if abs(gap) > abs(worst) else worst
     stray = sum(n for link, n in measured.items() if expected.get(link, 0) == 0)
     return worst, int(stray)
 
 
-def _run_ranks(cluster: EmulatedCluster, spec_path: Path, p: int, timeout_s: float, backend: str = "torch") -> None:
+def _run_ranks(cluster: EmulatedCluster, spec_path: Path, p: int, timeout_s: float, backend: str = "torch",
+               on_run: Callable[[str, int], None] | None = None) -> None:
     """One worker per host namespace; all must exit 0 within ``timeout_s`` (else all are stopped).
 
     torch: one process per namespace, gloo bound to its interface, rendezvous at rank 0's address. mpi: one
     ``mpiexec`` in host 0's namespace that places a rank in every namespace (``EmulatedCluster.mpiexec_argv``).
+    Rank 0 appends a line to ``progress.jsonl`` after every run; each one is passed to ``on_run``.
     """
     worker = [sys.executable, "-m", "firerun.validate", "worker", str(spec_path)]
     env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -330,6 +514,8 @@ def _run_ranks(cluster: EmulatedCluster, spec_path: Path, p: int, timeout_s: flo
         env.update(MASTER_ADDR=cluster.address(0), MASTER_PORT=str(MASTER_PORT), WORLD_SIZE=str(p),
                    GLOO_SOCKET_IFNAME=cluster.ifname)
         logs = [spec_path.parent / f"rank{r}.log" for r in range(p)]
+    progress = spec_path.parent / "progress.jsonl"
+    seen = 0
     procs = []
     handles = [open(path, "w") for path in logs]  # noqa: SIM115 (closed below)
     try:
@@ -345,7 +531,9 @@ def _run_ranks(cluster: EmulatedCluster, spec_path: Path, p: int, timeout_s: flo
             if failed or time.monotonic() > deadline:
                 time.sleep(1.0)  # let the others report their side before they are stopped
                 break
-            time.sleep(0.05)
+            seen = _report_progress(progress, seen, on_run)
+            time.sleep(0.1)
+        _report_progress(progress, seen, on_run)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -361,6 +549,114 @@ def _run_ranks(cluster: EmulatedCluster, spec_path: Path, p: int, timeout_s: flo
         raise RuntimeError(f"validate: {who} exited with {procs[r].returncode}: {tail[0]} (see {logs[r]})")
 
 
+def _report_progress(path: Path, seen: int, on_run: Callable[[str, int], None] | None) -> int:
+    """Pass the runs rank 0 finished since the last look to ``on_run``; returns how many lines were read."""
+    if on_run is None or not path.exists():
+        return seen
+    lines = path.read_text().splitlines()
+    complete = lines if path.read_text().endswith("\n") else lines[:-1]
+    for line in complete[seen:]:
+        run = json.loads(line)
+        on_run(run["algo"], run["nbytes"])
+    return len(complete)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the whole suite
+
+
+@dataclass
+class SuiteConfig:
+    topology: Path
+    shaper: str
+    backend: str
+
+
+def validate_suite(topologies: Sequence[Path], *, shapers: Sequence[str] = ("htb",),
+                   backends: Sequence[str] = ("torch",), algos: Sequence[str] | None = None,
+                   sizes: Sequence[int] = (1 << 20, 4 << 20, 16 << 20), repeat: int = 5, warmup: int = 1,
+                   traces_dir: Path | None = None, state_dir: Path | None = None, quiet_wait_s: float = 300.0,
+                   console=None) -> tuple[list[ValidationReport], list[str]]:
+    """Every topology x shaper x backend, with the run time estimated and printed first and a progress bar.
+
+    Before each configuration the machine must be quiet (< 10 % busy): the suite waits up to ``quiet_wait_s``
+    for that, then runs anyway with a warning in the report. A configuration that fails (a rank dies) is
+    reported as a failure line and the suite goes on. Returns the reports and the failures.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from firesim.io import write_json_atomic
+    from firesim.topology import load_topology
+
+    console = console or Console(stderr=True)
+    graphs = {path: load_topology(path) for path in topologies}
+    for G in graphs.values():
+        check_emulable(G)
+    plan_specs = {path: list(algos) if algos is not None else default_specs(len(G.graph["endpoints"]))
+                  for path, G in graphs.items()}
+    configs = [SuiteConfig(path, shaper, backend) for path in topologies for shaper in shapers for backend in backends]
+    estimates = {}
+    for cfg in configs:
+        estimates[id(cfg)] = estimate_seconds(graphs[cfg.topology], plan_specs[cfg.topology], sizes, repeat=repeat,
+                                              warmup=warmup, backend=cfg.backend)
+    total_s = sum(e[0] for e in estimates.values())
+    runs = sum(len(plan_specs[c.topology]) * len(sizes) * (warmup + repeat) for c in configs)
+    console.print(f"validate: {len(configs)} cluster configurations ({len(topologies)} topologies x "
+                  f"{len(shapers)} shapers x {len(backends)} backends), {runs} runs; "
+                  f"estimated {total_s / 60:.0f} min")
+    busy = _busy_fraction()
+    if busy > BUSY_WARNING:
+        console.print(f"[yellow]warning:[/] the machine is {busy:.0%} busy now; timings need a quiet machine "
+                      f"(each configuration waits up to {quiet_wait_s:.0f} s for one)")
+    reports, failures = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("validate", total=total_s)
+        done_s = 0.0
+        for cfg in configs:
+            estimate_s, per_run = estimates[id(cfg)]
+            label = f"{graphs[cfg.topology].graph.get('name', cfg.topology.stem)} {cfg.shaper} {cfg.backend}"
+            progress.update(task, description=f"{label}: waiting for a quiet machine")
+            _wait_quiet(quiet_wait_s)
+            progress.update(task, description=label)
+            out = (traces_dir or Path(tempfile.gettempdir()) / "firerun-validate") / re.sub(r"\W", "-", label)
+            try:
+                report = validate(cfg.topology, plan_specs[cfg.topology], sizes, repeat=repeat, warmup=warmup,
+                                  out_dir=out, state_dir=state_dir, shaper=cfg.shaper, backend=cfg.backend,
+                                  on_run=lambda spec, n, r=per_run: progress.advance(task, r[(spec, n)]))
+                reports.append(report)
+                write_json_atomic(out / "report.json", report.to_dict())
+                summary = report.error_summary()
+                large, small = summary["large"], summary["small"]
+                line = f"{label}: {report.wall_s:.0f} s"
+                if large["cases"]:
+                    line += f", >= 4 MiB median |error| {large['median_abs_error']:.1%}"
+                if small["cases"]:
+                    line += f", < 4 MiB median {small['median_abs_error']:.1%}"
+                line += f", misses {large['misses'] + small['misses']}, ranking "
+                line += "right" if report.ranking_match else "WRONG"
+                progress.console.print(line + (f" [yellow](warning: {report.warnings[0]})[/]" if report.warnings
+                                               else ""))
+            except RuntimeError as err:
+                failures.append(f"{label}: {err}")
+                progress.console.print(f"[red]{label}: failed:[/] {err}")
+            done_s += estimate_s
+            progress.update(task, completed=done_s)
+    return reports, failures
+
+
+def _wait_quiet(limit_s: float, poll_s: float = 5.0) -> float:
+    """Wait until the machine is under BUSY_WARNING busy or ``limit_s`` passed; returns the last reading."""
+    deadline = time.monotonic() + limit_s
+    busy = _busy_fraction()
+    while busy > BUSY_WARNING and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        busy = _busy_fraction()
+    return busy
+
+
 # --------------------------------------------------------------------------------------------------------
 # the worker: one rank, inside its namespace
 
@@ -372,6 +668,35 @@ def _pingpong_plan(p: int) -> Plan:
         programs[0] += [("send", 0, 1), ("recv", 0, 1)]
         programs[1] += [("recv", 0, 0), ("send", 0, 0)]
     return Plan.from_programs("pingpong", 4, 1, programs)
+
+
+def _swap_plan(p: int, nbytes: int, recv_first: bool) -> Plan:
+    """Ranks 0 and 1 swap halves of a buffer at once and swap back, each posting its receive after (or before)
+    its send; the others idle. With one connection per pair, a receive posted after a send may only be
+    announced to the peer behind the send's data (``swap_serialized``)."""
+    if recv_first:
+        programs = [[("reduce", 0, 1), ("send", 1, 1), ("recv", 1, 1), ("send", 0, 1)],
+                    [("reduce", 1, 0), ("send", 0, 0), ("recv", 0, 0), ("send", 1, 0)]]
+    else:
+        programs = [[("send", 1, 1), ("reduce", 0, 1), ("send", 0, 1), ("recv", 1, 1)],
+                    [("send", 0, 0), ("reduce", 1, 0), ("send", 1, 0), ("recv", 0, 0)]]
+    idle = [[("compute", -1, 0.0)] for _ in range(p - 2)]  # an op each, so every rank has a start time
+    return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs + idle, workers=2)
+
+
+def _late_delay_s(nbytes: int, goodput_Bps: float) -> float:
+    """How long the late receiver waits before posting: twice what the message needs, plus 5 ms."""
+    return 2 * nbytes / goodput_Bps + 5e-3
+
+
+def _late_recv_plan(p: int, nbytes: int, delay_s: float) -> Plan:
+    """Rank 0 sends one message; rank 1 computes for ``delay_s``, then posts its receive (op 1 of rank 1)."""
+    return Plan.from_programs("late-recv", nbytes, 1, [[("send", 0, 1)], [("compute", -1, delay_s), ("recv", 0, 0)]]
+                              + [[] for _ in range(p - 2)])
+
+
+def _one_message_plan(p: int, nbytes: int) -> Plan:
+    return Plan.from_programs("one-message", nbytes, 1, [[("send", 0, 1)], [("recv", 0, 0)]] + [[] for _ in range(p - 2)])
 
 
 def _gamma_s_per_byte(rounds: int = 9) -> float:
@@ -393,6 +718,72 @@ def _read_counters(ports: list[dict]) -> dict[str, int]:
 
     by_ns = {ns: _qdisc_bytes(ns) for ns in {pt["ns"] for pt in ports}}
     return {f"{pt['node']}>{pt['peer']}": by_ns[pt["ns"]].get(pt["ifname"], 0) for pt in ports}
+
+
+def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
+    """Alpha, the TCP buffering, one-way message times and gamma, measured by rank 0 (see the module doc)."""
+    import torch
+
+    out: dict = {}
+    ping = _pingpong_plan(p)
+    buf = torch.zeros(1)
+    ex.run(ping, buf)  # warm-up: connections, clock offsets
+    trips = []
+    for _ in range(3):
+        trace = ex.run(ping, buf)
+        if rank == 0:
+            ends = trace.t_end[trace.rank == 0]
+            trips.append(float(np.median(np.diff(ends[1::2]))))
+    probe = _one_message_plan(p, BUFFER_PROBE_BYTES)
+    data = torch.zeros(BUFFER_PROBE_BYTES // 4)
+    held = []
+    for _ in range(3):
+        trace = ex.run(probe, data)
+        if rank == 0:
+            held.append(float(trace.t_end[1] - trace.t_end[0]) * goodput_Bps)
+    one_way = {}
+    for nbytes in MESSAGE_PROBE_BYTES:  # the minimum: a few us of scheduling noise would swamp the slope
+        probe = _one_message_plan(p, nbytes)
+        data = torch.zeros(nbytes // 4)
+        ex.run(probe, data)  # warm-up
+        times = []
+        for _ in range(PROBE_REPEATS):
+            time.sleep(PROBE_IDLE_s)
+            trace = ex.run(probe, data)
+            if rank == 0:
+                times.append(float(trace.t_end[1] - trace.t_start[0]))
+        if rank == 0:
+            one_way[str(nbytes)] = min(times)
+    late = {}
+    for nbytes in LATE_PROBE_BYTES:
+        probe = _late_recv_plan(p, nbytes, _late_delay_s(nbytes, goodput_Bps))
+        data = torch.zeros(nbytes // 4)
+        recv = int(probe.offsets[1]) + 1
+        times = []
+        for _ in range(PROBE_REPEATS):
+            time.sleep(PROBE_IDLE_s)
+            trace = ex.run(probe, data)
+            if rank == 0:
+                times.append(float(trace.t_end[recv] - trace.t_start[recv]))
+        if rank == 0:
+            late[str(nbytes)] = statistics.median(times)
+    swap = {}
+    for recv_first in (False, True):
+        plan = _swap_plan(p, SWAP_PROBE_BYTES, recv_first)
+        data = torch.zeros(SWAP_PROBE_BYTES // 4)
+        times = []
+        for _ in range(PROBE_REPEATS):
+            data.fill_(rank + 1.0)
+            time.sleep(PROBE_IDLE_s)
+            trace = ex.run(plan, data)
+            if rank == 0:
+                times.append(trace.duration_s)
+        swap[plan.name] = statistics.median(times) if rank == 0 else 0.0
+    if rank == 0:
+        out = {"swap_s": swap, "buffered_bytes": max(int(statistics.median(held)), 0), "alpha_s": statistics.median(trips) / 2,
+               "pingpong_round_trip_s": trips, "message_one_way_s": one_way, "late_recv_s": late, "gamma_s_per_byte": _gamma_s_per_byte()}
+    ex.barrier("after calibration")
+    return out
 
 
 def _worker(spec_path: str) -> None:
@@ -417,51 +808,35 @@ def _worker(spec_path: str) -> None:
         rank, p = dist.get_rank(), dist.get_world_size()
         executor = Executor("torch", timeout_s=spec["timeout_s"])
     results: dict = {"cases": []}
+    progress = out / "progress.jsonl"
     try:
         with executor as ex:
-            ping = _pingpong_plan(p)
-            buf = torch.zeros(1)
-            ex.run(ping, buf)  # warm-up: connections, clock offsets
-            trips = []
-            for _ in range(3):
-                trace = ex.run(ping, buf)
-                if rank == 0:
-                    ends = trace.t_end[trace.rank == 0]
-                    trips.append(float(np.median(np.diff(ends[1::2]))))
-            probe = Plan.from_programs("buffer-probe", BUFFER_PROBE_BYTES, 1,
-                                       [[("send", 0, 1)], [("recv", 0, 0)]] + [[] for _ in range(p - 2)])
-            data = torch.zeros(BUFFER_PROBE_BYTES // 4)
-            held = []
-            for _ in range(3):
-                trace = ex.run(probe, data)
-                if rank == 0:
-                    held.append(float(trace.t_end[1] - trace.t_end[0]) * spec["probe_goodput_Bps"])
-            if rank == 0:
-                results["buffered_bytes"] = int(statistics.median(held))
-                results["alpha_s"] = statistics.median(trips) / 2
-                results["pingpong_round_trip_s"] = trips
-                results["gamma_s_per_byte"] = _gamma_s_per_byte()
-            ex.barrier("after calibration")
+            results.update(_calibrate(ex, rank, p, spec["probe_goodput_Bps"]))
             for case in spec["cases"]:
-                plan = build(case["algo"], p, case["nbytes"])
+                plan = case_plan(case["algo"], p, case["nbytes"])
                 tensor = torch.empty(case["nbytes"] // 4)
                 expected = float(sum(range(1, plan.workers + 1)))
-                durations, starts, wire, traces = [], [], [], []
+                durations, starts, traces = [], [], []
+                before = None
                 for i in range(spec["warmup"] + spec["repeat"]):
                     tensor.fill_(rank + 1.0)
-                    before = _read_counters(spec["ports"]) if rank == 0 else None
+                    if rank == 0 and i == spec["warmup"]:
+                        before = _read_counters(spec["ports"])
                     trace = ex.run(plan, tensor)
                     if rank < plan.workers and not bool(torch.all(tensor == expected)):
                         raise RuntimeError(f"rank {rank}: {case['algo']} {case['nbytes']} B: wrong sum")
-                    if rank == 0 and i >= spec["warmup"]:
-                        after = _read_counters(spec["ports"])
-                        wire.append({k: after[k] - before[k] for k in after})
-                        durations.append(trace.duration_s)
-                        starts.append(list(trace.header.extra.get("rank_start_s", [0.0] * p)))
-                        traces.append(trace)
+                    if rank == 0:
+                        if i >= spec["warmup"]:
+                            durations.append(trace.duration_s)
+                            starts.append(list(trace.header.extra.get("rank_start_s", [0.0] * p)))
+                            traces.append(trace)
+                        with progress.open("a") as f:
+                            f.write(json.dumps({**case, "run_s": trace.duration_s, "at": time.time()}) + "\n")
                 if rank == 0:
                     median = traces[int(np.argsort(durations)[len(durations) // 2])]
                     median.save(out / f"measured-{_stem(spec['topology'], case['algo'], case['nbytes'])}.json")
+                    after = _read_counters(spec["ports"])
+                    wire = {k: (after[k] - before[k]) / spec["repeat"] for k in after}  # per run, on average
                     results["cases"].append({**case, "durations_s": durations, "rank_start_s": starts,
                                              "wire_bytes": wire})
             ex.barrier("end")
@@ -473,117 +848,80 @@ def _worker(spec_path: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# presentation: table, plot, CLI
-
-
-def summary_line(report: ValidationReport) -> str:
-    return (f"{report.topology}: {report.hosts} ranks, {report.backend}, {report.shaper} shaping, alpha {report.alpha_s * 1e6:.0f} us, "
-            f"gamma {report.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {report.buffered_bytes / 2**20:.2f} MiB, "
-            f"{report.repeat} repeats ({report.machine}, {report.date}, CPU {report.background_cpu:.0%} busy before)")
-
-
-def format_table(report: ValidationReport) -> str:
-    """The report as a Markdown table (what docs/validation.md shows)."""
-    from firesim.units import format_bytes, format_duration
-
-    lines = ["| algo | size | measured median (min-max) | predicted | error | error if the other send model "
-             "| link bytes vs plan |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for c in report.cases:
-        other_s = c.predicted_rendezvous_s if c.eager else c.predicted_eager_s
-        lines.append(f"| {c.algo} | {format_bytes(c.nbytes)} | {format_duration(c.measured_s)} "
-                     f"({format_duration(c.measured_min_s)}-{format_duration(c.measured_max_s)}) | "
-                     f"{format_duration(c.predicted_s)} | "
-                     f"{c.error * 100:+.1f} % | {(other_s - c.measured_s) / c.measured_s * 100:+.1f} % "
-                     f"({'rendezvous' if c.eager else 'eager'}) | {c.link_bytes_error * 100:.1f} % |")
-    lines.append("")
-    for size, order in report.ranking.items():
-        m, pr = " < ".join(order["measured"]), " < ".join(order["predicted"])
-        verdict = "match" if not order["wrong"] else "MISMATCH " + ", ".join("/".join(w) for w in order["wrong"])
-        tie = f"; tie within {RANK_TIE:.0%}: " + ", ".join("/".join(t) for t in order["ties"]) if order["ties"] else ""
-        lines.append(f"- {format_bytes(int(size))}: measured {m}; predicted {pr} ({verdict}{tie})")
-    return "\n".join(lines)
-
-
-def plot_timelines(report: ValidationReport, path: str | os.PathLike, max_cases: int = 9) -> None:
-    """Measured (left) and predicted (right) timelines, one lane per rank, one row per case."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from firesim.plans import Op
-
-    cases = report.cases[:max_cases]
-    fig, axes = plt.subplots(len(cases), 2, figsize=(12, 1.0 + 1.5 * len(cases)), squeeze=False)
-    colors = {Op.SEND: "tab:blue", Op.RECV: "tab:orange", Op.REDUCE: "tab:green", Op.COMPUTE: "tab:gray"}
-    for row, c in enumerate(cases):
-        traces = [Trace.load(c.measured_trace), Trace.load(c.predicted_trace)]
-        t_max = max(t.duration_s for t in traces) * 1e3
-        for col, (trace, label) in enumerate(zip(traces, ("measured", "predicted"))):
-            ax = axes[row][col]
-            for kind, color in colors.items():
-                sel = trace.op == kind
-                if not sel.any():
-                    continue
-                lane = trace.rank[sel] + (0.05 if kind == Op.SEND else 0.5)
-                start_ms = trace.t_start[sel] * 1e3
-                width_ms = np.maximum(trace.t_end[sel] - trace.t_start[sel], 0) * 1e3
-                ax.barh(lane, np.maximum(width_ms, t_max * 2e-3), left=start_ms, height=0.4, color=color,
-                        alpha=0.6, align="edge", label=Op(kind).name.lower())
-            ax.set_xlim(0, t_max * 1.02)
-            ax.set_ylim(trace.header.ranks, 0)
-            ax.set_yticks(np.arange(trace.header.ranks) + 0.5, [f"r{r}" for r in range(trace.header.ranks)])
-            ax.set_title(f"{c.algo} {c.nbytes / 2**20:g} MiB {label}: {trace.duration_s * 1e3:.1f} ms", fontsize=9)
-            if row == len(cases) - 1:
-                ax.set_xlabel("ms")
-    axes[0][1].legend(loc="lower right", fontsize=7)
-    fig.suptitle(f"{report.topology}: measured vs predicted (sends above, recv/reduce below each rank)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+# CLI
 
 
 def validate_cmd(
-    topology: Annotated[Path, typer.Option(help="Topology YAML to emulate (<= 4 hosts).")],
-    algo: Annotated[str, typer.Option(help="Algorithms, comma-separated.")] = "ring,tree,ps",
-    size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "4MiB,16MiB",
-    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Measured runs per case (after one warm-up).")] = 5,
-    out: Annotated[Path | None, typer.Option(parser=output_dir, help="Directory for traces and logs (default: "
-                                             "firerun-validate-NAME in $TMPDIR).")] = None,
-    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="Save measured-vs-predicted "
-                                              "timelines (PNG).")] = None,
-    eager: Annotated[Literal["off", "on", "auto"], typer.Option(help="Sends in the model: off (rendezvous), on "
-                     "(eager), auto (eager when messages fit the measured TCP buffering).")] = "off",
-    shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first, default) or tbf (one FIFO).")] = "htb",
-    backend: Annotated[Literal["torch", "mpi"], typer.Option(help="torch (gloo) or mpi (mpi4py over MPICH, shared "
-                                                             "memory off).")] = "torch",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    topology: Annotated[Path | None, typer.Option(help="One topology YAML to emulate (<= 4 hosts).")] = None,
+    suite: Annotated[Path | None, typer.Option(help="A folder of topology YAMLs: run them all and write the "
+                                                    "report (validation.md, figures, JSON) to --out.")] = None,
+    algo: Annotated[str | None, typer.Option(help="Algorithm specs, comma-separated (default: every registered "
+                                                  "algorithm once).")] = None,
+    size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "1MiB,4MiB,16MiB",
+    repeat: Annotated[int, typer.Option(help="Measured runs per case (after the warm-up).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Unmeasured runs per case first.")] = 1,
+    out: Annotated[Path | None, typer.Option(parser=output_dir, help="--topology: folder for traces and logs (default: "
+                                                  "$TMPDIR/firerun-validate-NAME); --suite: folder for the report "
+                                                  "(default: docs).")] = None,
+    plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="--topology: save measured-vs-predicted timelines (PNG).")] = None,
+    shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
+    backend: Annotated[str, typer.Option(help="torch (gloo) and/or mpi (mpi4py over MPICH), comma-separated.")] = "torch",
+    as_json: Annotated[bool, typer.Option("--json", help="--topology: print JSON instead of a table.")] = False,
+    quiet_wait: Annotated[float, typer.Option(help="--suite: seconds to wait before each configuration for the "
+                                                   "machine to be under 10 % busy (then run with a warning).")] = 300.0,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
-    from firesim.units import parse_size_list
+    from firerun import validate_report
+    from firesim.units import parse_size_list, split_list
 
+    if (topology is None) == (suite is None):
+        raise UserError("validate: give either --topology FILE or --suite FOLDER")
+    if repeat < 1 or warmup < 0 or not quiet_wait >= 0:
+        raise UserError(f"repeat: must be >= 1, warmup and quiet-wait >= 0, got {repeat}, {warmup}, {quiet_wait}")
+    sizes = parse_size_list(size, what="size")
+    shapers, backends = split_list(shaper, "shaper"), split_list(backend, "backend")
+    for s in shapers:
+        if s not in ("htb", "tbf"):
+            raise UserError(f"shaper: 'htb' or 'tbf', got {s!r}")
+    for b in backends:
+        if b not in ("torch", "mpi"):
+            raise UserError(f"backend: 'torch' (gloo) or 'mpi' (mpi4py, MPICH), got {b!r}")
+    specs = split_specs(algo) if algo is not None else None
+    if suite is not None:
+        files = sorted(suite.glob("*.yaml")) if suite.is_dir() else []
+        if not files:
+            raise UserError(f"suite: no *.yaml topology files in {str(suite)!r}")
+        docs = out or Path("docs")
+        validate_report.check_writable(docs)
+        started = time.monotonic()
+        reports, failures = validate_suite(files, shapers=shapers, backends=backends, algos=specs, sizes=sizes,
+                                           repeat=repeat, warmup=warmup, quiet_wait_s=quiet_wait)
+        command = (f"firerun validate --suite {suite} --shaper {shaper} --backend {backend} --size {size} "
+                   f"--repeat {repeat} --warmup {warmup} --out {docs}" + (f" --algo '{algo}'" if algo else ""))
+        written = validate_report.write_report(reports, failures, docs, command=command,
+                                               wall_s=time.monotonic() - started)
+        typer.echo(validate_report.summary_text(reports, failures))
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+        if failures:
+            raise typer.Exit(1)
+        return
+    if len(shapers) * len(backends) != 1:
+        raise UserError("validate --topology: one --shaper and one --backend (use --suite for the cross product)")
     log = None if as_json else (lambda msg: typer.echo(msg, err=True))
-    algos, sizes = split_specs(algo), parse_size_list(size, what="size")
     try:
-        report = validate(topology, algos, sizes, repeat=repeat, out_dir=out, eager=eager, shaper=shaper,
-                          backend=backend, log=log)
+        report = validate(topology, specs, sizes, repeat=repeat, warmup=warmup, out_dir=out, shaper=shapers[0],
+                          backend=backends[0], log=log)
     except RuntimeError as err:  # a rank failed or the cluster could not be built: one line, exit 1
         typer.echo(f"firerun validate: {err}", err=True)
         raise typer.Exit(1) from None
     if plot is not None:
-        plot_timelines(report, plot)
+        validate_report.plot_timelines(report, plot)
     if as_json:
         typer.echo(dumps(report.to_dict(), indent=2))
         return
-    typer.echo(summary_line(report))
-    typer.echo(format_table(report))
-    typer.echo(f"ranking {'matches' if report.ranking_match else 'does NOT match'}")
-    summary = report.error_summary()
-    for key, label in (("large", ">= 4 MiB"), ("small", "< 4 MiB")):
-        if summary[key]["cases"]:
-            typer.echo(f"{label}: median |error| {summary[key]['median_abs_error']:.1%}, "
-                       f"worst {summary[key]['max_abs_error']:.1%} over {summary[key]['cases']} cases")
+    typer.echo(validate_report.summary_line(report))
+    typer.echo(validate_report.format_table(report))
+    typer.echo(validate_report.summary_text([report], []))
     typer.echo(f"traces (measured-*.json, predicted-*.json): {Path(report.cases[0].measured_trace).parent}")
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)

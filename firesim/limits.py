@@ -23,9 +23,9 @@ __all__ = ["BYTES_PER_NODE", "BYTES_PER_OP", "MAX_LINKS", "MAX_NODES", "MAX_OPS"
 BYTES_PER_OP = 200
 # A 2048-rank ring (16.8 M ops, ~3.4 GB, tens of seconds in the engine) is the largest default job.
 MAX_OPS = 2**24
-# The symbolic proof (firesim.plans.verify) walks ops one at a time in Python: a 512-rank ring (1 M ops) takes
-# ~10 s of CPU.
-VERIFY_MAX_OPS = 2**20
+# The symbolic proof (firesim.plans.verify) holds a few int64 columns per op and a set per (rank, chunk):
+# a 1024-rank ring (4.2 M ops) takes ~2 s and well under 1 GiB.
+VERIFY_MAX_OPS = MAX_OPS
 # networkx graph memory per node with its links: star(10**6) takes 800 MB and 5 s to generate.
 BYTES_PER_NODE = 800
 # 131,072 nodes: a k=64 fat tree (65,536 hosts, 5,120 switches) fits; ~100 MB and well under a second.

@@ -12,6 +12,7 @@ kinds, and an optional ``step`` column; ``chunk`` is then the gradient bucket, `
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 from dataclasses import dataclass
@@ -210,19 +211,41 @@ class Trace:
 
 @dataclass(frozen=True)
 class Comparison:
-    """How a prediction differs from a measurement of the same plan (errors are relative and signed:
-    positive means the prediction was slower than what was measured)."""
+    """How a prediction differs from a measurement of the same plan.
+
+    Every error is relative to the measured duration and signed where it says so (positive: the prediction
+    was later than the measurement). End to end is the headline; the per-op and per-rank errors say where a
+    prediction went wrong: ``first_divergence`` is the earliest op (by measured end) whose end is off by more
+    than ``DIVERGENCE`` of the duration, which is where a mechanism the model lacks first shows.
+    """
 
     predicted_s: float
     measured_s: float
     error: float  # (predicted - measured) / measured, end to end
-    op_end_error_median: float  # median over ops of |t_end error| / measured duration
+    op_end_error_median: float  # over ops: |predicted t_end - measured t_end| / measured duration
     op_end_error_p95: float
-    rank_end_error_max: float  # worst rank's |finish time error| / measured duration
+    op_end_error_max: float
+    rank_end_error: tuple[float, ...]  # per rank, signed: when it finished, predicted vs measured
+    rank_end_error_max: float  # the worst rank, absolute
+    worst_op: dict  # the op with the largest |t_end error|: rank, op, chunk, peer, predicted/measured t_end
+    first_divergence: dict | None  # the same for the first op off by more than DIVERGENCE (None: none is)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DIVERGENCE = 0.05
+
+
+def _op_record(predicted: Trace, measured: Trace, i: int, scale: float) -> dict:
+    return {"index": i, "rank": int(measured.rank[i]), "op": OP_NAMES[measured.op[i]],
+            "chunk": int(measured.chunk[i]), "peer": int(measured.peer[i]),
+            "predicted_end_s": float(predicted.t_end[i]), "measured_end_s": float(measured.t_end[i]),
+            "error": float((predicted.t_end[i] - measured.t_end[i]) / scale)}
 
 
 def compare(predicted: Trace, measured: Trace) -> Comparison:
-    """Align two traces of the same plan row by row and report end-to-end and per-op error."""
+    """Align two traces of the same plan row by row and report end-to-end, per-op and per-rank error."""
     if len(predicted) != len(measured) or not (
         np.array_equal(predicted.rank, measured.rank) and np.array_equal(predicted.op, measured.op)
         and np.array_equal(predicted.chunk, measured.chunk)
@@ -231,10 +254,19 @@ def compare(predicted: Trace, measured: Trace) -> Comparison:
                         f"vs {measured.header.plan}, {len(measured)} ops)")
     p_s, m_s = predicted.duration_s, measured.duration_s
     scale = m_s if m_s > 0 else 1.0
-    op_err = np.abs(predicted.t_end - measured.t_end) / scale if len(measured) else np.zeros(1)
-    rank_err = np.abs(predicted.rank_end_s() - measured.rank_end_s()) / scale
+    op_err = np.abs(predicted.t_end - measured.t_end) / scale
+    rank_err = (predicted.rank_end_s() - measured.rank_end_s()) / scale
+    worst = first = None
+    if len(measured):
+        worst = _op_record(predicted, measured, int(np.argmax(op_err)), scale)
+        off = np.flatnonzero(op_err > DIVERGENCE)
+        if off.size:
+            first = _op_record(predicted, measured, int(off[np.argmin(measured.t_end[off])]), scale)
     return Comparison(
         predicted_s=p_s, measured_s=m_s, error=(p_s - m_s) / scale,
-        op_end_error_median=float(np.median(op_err)), op_end_error_p95=float(np.percentile(op_err, 95)),
-        rank_end_error_max=float(rank_err.max(initial=0.0)),
+        op_end_error_median=float(np.median(op_err)) if len(measured) else 0.0,
+        op_end_error_p95=float(np.percentile(op_err, 95)) if len(measured) else 0.0,
+        op_end_error_max=float(op_err.max(initial=0.0)),
+        rank_end_error=tuple(float(x) for x in rank_err), rank_end_error_max=float(np.abs(rank_err).max(initial=0.0)),
+        worst_op=worst or {}, first_divergence=first,
     )

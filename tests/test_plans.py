@@ -14,10 +14,12 @@ from firesim.plans import (
     binomial_tree,
     build,
     halving_doubling,
+    match_messages,
     parameter_server,
     ring,
     verify,
 )
+from firesim.plans.verify import verify_reference
 
 RANKS = range(1, 34)
 CASES = [
@@ -205,3 +207,77 @@ def test_global_view_plans_never_deadlock(p, steps, seed):
     for r in others:
         b.transfer(root, r, 0, reduce=False, step=steps + int(rng.integers(steps)))
     verify(b.build())
+
+
+# ---- the vectorised verifier against the event loop ------------------------------------------------------
+_SPECS = ["ring", "tree", "tree:chunks=3", "ps", "ps:servers=2", "ps:servers=1,colocated=false",
+          "halving_doubling", "double_binary_tree", "double_binary_tree:chunks_per_tree=2",
+          "hierarchical:ranks_per_node=2", "hierarchical:ranks_per_node=3,inter=halving_doubling"]
+
+
+def _mutant(plan: Plan, kind: int, i: int, k: int) -> Plan:
+    """One small change to a plan: flip a reduce/recv, swap two neighbours, move an op, rename a message's
+    chunk at both ends, or put a compute on a chunk."""
+    cols = {c: getattr(plan, c).copy() for c in ("op", "chunk", "span", "peer", "seconds")}
+    r = int(plan.op_rank()[i])
+    lo, hi = int(plan.offsets[r]), int(plan.offsets[r + 1])
+    if kind == 0 and cols["op"][i] in (Op.RECV, Op.REDUCE):
+        cols["op"][i] = Op.RECV if cols["op"][i] == Op.REDUCE else Op.REDUCE
+    elif kind == 1 and i + 1 < hi:
+        for a in cols.values():
+            a[[i, i + 1]] = a[[i + 1, i]]
+    elif kind == 2:
+        to = lo + k % (hi - lo)
+        for name, a in cols.items():
+            cols[name] = np.insert(np.delete(a, i), to, a[i]).astype(a.dtype)
+    elif kind == 3 and cols["op"][i] != Op.COMPUTE and cols["span"][i] == 1:
+        j = int(match_messages(plan)[i])
+        cols["chunk"][[i, j]] = k % plan.chunks
+    elif kind == 4:
+        for name, value in (("op", Op.COMPUTE), ("chunk", k % plan.chunks), ("span", 1), ("peer", -1),
+                            ("seconds", 0.0)):
+            cols[name] = np.insert(cols[name], i, value).astype(cols[name].dtype)
+        offsets = plan.offsets.copy()
+        offsets[r + 1:] += 1
+        return Plan(**{**plan.__dict__, **cols, "offsets": offsets})
+    return Plan(**{**plan.__dict__, **cols})
+
+
+def _verdict(check, plan: Plan) -> str:
+    try:
+        check(plan)
+    except PlanError as err:
+        return str(err)
+    return "ok"
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=st.sampled_from(_SPECS), p=st.integers(1, 9), kind=st.integers(0, 4), i=st.integers(0, 10**6),
+       k=st.integers(0, 10**6))
+def test_verify_agrees_with_the_event_loop_on_broken_plans(spec, p, kind, i, k):
+    """Same verdict on every mutant, the same kind of error, and the same message where the error found does not
+    depend on the order of the search (a missing contribution)."""
+    try:
+        plan = build(spec, p, 4096)
+    except UserError:
+        return
+    if plan.n_ops == 0:
+        return
+    plan = _mutant(plan, kind, i % plan.n_ops, k)
+    fast, slow = _verdict(verify, plan), _verdict(verify_reference, plan)
+    if "missing ranks" in slow:
+        assert fast == slow
+    kind = [(text == "ok", "deadlock" in text, "twice" in text, "missing" in text) for text in (fast, slow)]
+    assert kind[0] == kind[1], (fast, slow)
+
+
+def test_verify_proves_large_plans_of_every_builder():
+    """The vectorised proof on plans the event loop needs seconds for; a flipped reduce is still caught."""
+    for spec in ("ring", "halving_doubling", "double_binary_tree", "ps:servers=4", "hierarchical:ranks_per_node=8"):
+        plan = build(spec, 96, 1 << 20)
+        verify(plan)
+        op = plan.op.copy()
+        reduces = np.flatnonzero(op == Op.REDUCE)
+        op[reduces[len(reduces) // 2]] = Op.RECV
+        with pytest.raises(PlanError, match="missing ranks"):
+            verify(Plan(**{**plan.__dict__, "op": op}))

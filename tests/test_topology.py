@@ -400,6 +400,29 @@ def test_examples_are_small_enough_to_emulate():
     assert min(two.edges[e]["bandwidth_Bps"] for e in topo.route_links(two, path)) == parse_rate("300mbit")
 
 
+def test_link_bytes_follow_the_routes():
+    """A ring on the two-level tree: each rank sends 2(p-1) chunks of n/p to the next; the two pairs that cross
+    leaves load both uplinks, one per direction. Placing ranks elsewhere moves the bytes with them."""
+    from firesim.plans import build
+
+    G = topo.load_topology(EXAMPLES / "two-level-4.yaml")
+    plan = build("ring", 4, 1 << 20)
+    per_pair = 6 * (1 << 18)
+    crossing = {("s0", "spine"), ("spine", "s1"), ("s1", "spine"), ("spine", "s0")}
+    expected = {hop: per_pair for hop in crossing}
+    for a, b in (("h0", "h1"), ("h1", "h2"), ("h2", "h3"), ("h3", "h0")):
+        for hop in (topo.route_links(G, topo.route(G, a, b))):
+            if hop not in crossing:
+                expected[hop] = per_pair
+    assert topo.link_bytes(plan, G) == expected
+    same_leaf = topo.link_bytes(plan, G, placement=["h0", "h1", "h1", "h0"])
+    assert set(same_leaf) == {("h0", "s0"), ("s0", "h1"), ("h1", "s0"), ("s0", "h0")}  # h1 -> h1 uses no link
+    assert topo.route_capacity_Bps(G, "h0", "h3") == parse_rate("300mbit")
+    assert topo.route_capacity_Bps(G, "h0", "h0") == math.inf
+    with pytest.raises(UserError, match="placement"):
+        topo.link_bytes(plan, G, placement=["h0"])
+
+
 def parse_rate(text):
     from firesim.units import parse_rate as parse
 

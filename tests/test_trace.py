@@ -54,6 +54,27 @@ def test_compare_reports_signed_relative_error():
     assert compare(measured, measured).op_end_error_p95 == 0
 
 
+def test_compare_reports_per_rank_and_per_op_errors():
+    """One rank finishes 20 % late in the prediction: its rank error is +0.2, the others 0, and the first op that
+    diverges is that rank's first op that ends late."""
+    plan = ring(4, 4096)
+    measured = _trace(plan, 1.0, "measured")
+    late = plan.op_rank() == 2
+    t_end = measured.t_end.copy()
+    t_end[late] += np.linspace(0, 0.2, late.sum()) * measured.duration_s
+    predicted = Trace.for_plan(plan, measured.t_start, t_end, source="simulated")
+    result = compare(predicted, measured)
+    assert result.rank_end_error[2] > 0.0 and result.rank_end_error_max == pytest.approx(result.rank_end_error[2])
+    assert result.rank_end_error[:2] == (0.0, 0.0) and result.rank_end_error[3] == 0.0
+    assert result.worst_op["rank"] == 2 and result.worst_op["error"] == pytest.approx(result.op_end_error_max)
+    first = result.first_divergence
+    assert first["rank"] == 2 and first["error"] > 0.05
+    assert first["measured_end_s"] == min(measured.t_end[late & (np.abs(t_end - measured.t_end) > 0.05 *
+                                                                  measured.duration_s)])
+    assert compare(measured, measured).first_divergence is None
+    assert json.loads(json.dumps(result.to_dict()))["worst_op"]["op"] in ("send", "reduce", "recv")
+
+
 def test_compare_refuses_traces_of_different_plans():
     with pytest.raises(UserError, match="different plans"):
         compare(_trace(ring(4, 64)), _trace(binomial_tree(4, 64)))

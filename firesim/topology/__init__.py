@@ -15,7 +15,7 @@ The graph contract
   ``"dimension_order"`` (tori, which also carry ``dims`` and a ``coord`` on every router).
 
 Layout: ``generators`` (star, ring, fat_tree, torus, dragonfly, nvlink_leaf_spine), ``routing`` (shortest
-path with ECMP, dimension order), ``files`` (YAML in and out), ``spec`` (spec strings), ``draw`` (pictures).
+path with ECMP, dimension order; the bytes a plan puts on every link), ``files`` (YAML in and out), ``spec`` (spec strings), ``draw`` (pictures).
 """
 
 from firesim.topology.draw import describe, draw
@@ -35,12 +35,13 @@ from firesim.topology.generators import (
     star,
     torus,
 )
-from firesim.topology.routing import Routes, route, route_links, routes
+from firesim.topology.routing import Routes, link_bytes, route, route_capacity_Bps, route_links, routes
 from firesim.topology.spec import from_spec
 from firesim.units import format_rate, format_seconds
 
 __all__ = [
     "DEFAULT_BANDWIDTH_Bps", "DEFAULT_LATENCY_s", "GEMINI_HOP_s", "GEMINI_LINK_Bps", "NIC_Bps", "NVLINK_Bps", "ROLES",
     "Routes", "describe", "draw", "dragonfly", "dump_topology", "fat_tree", "format_rate", "format_seconds",
-    "from_spec", "load_topology", "nvlink_leaf_spine", "ring", "route", "route_links", "routes", "star", "torus",
+    "from_spec", "link_bytes", "load_topology", "nvlink_leaf_spine", "ring", "route", "route_capacity_Bps",
+    "route_links", "routes", "star", "torus",
 ]

@@ -14,6 +14,10 @@ of even size, exactly half way) broken toward +. This is what Cray Gemini does a
 Use :func:`routes` (or :class:`Routes`) when asking for many routes: it keeps hop counts per destination
 (one BFS per destination switch, shared by the hosts behind it), and ``Routes.paths`` walks many routes
 at once. :func:`route` is the one-off convenience on top of the same cache.
+
+What a plan puts on the wire follows from the same routes: :func:`link_bytes` is the payload every directed
+link carries (what the engine's flows move and what an emulated cluster's byte counters must show), and
+:func:`route_capacity_Bps` the bottleneck of one route (bandwidth x efficiency).
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import networkx as nx
 import numpy as np
 
 from firesim.errors import UserError
+
+if TYPE_CHECKING:
+    from firesim.plans.ir import Plan
 
 
 def _flow_hash(src: Hashable, dst: Hashable, flow_key: Hashable) -> int:
@@ -233,3 +241,42 @@ def route_links(G: nx.Graph, path: Sequence[Hashable]) -> list[tuple]:
         if not G.has_edge(u, v):
             raise nx.NetworkXError(f"{u!r}-{v!r} is not a link of {G.graph.get('name')!r}")
     return hops
+
+
+def _placement(G: nx.Graph, ranks: int, placement: Sequence[Hashable] | None) -> list:
+    """The endpoint of every rank: ``placement``, else the graph's endpoints in order."""
+    nodes = list(placement) if placement is not None else list(G.graph.get("endpoints") or [])[:ranks]
+    if len(nodes) != ranks:
+        raise UserError(f"placement: needs one endpoint per rank ({ranks}) in {G.graph.get('name')!r}, "
+                        f"got {len(nodes)}")
+    return nodes
+
+
+def link_bytes(plan: Plan, G: nx.Graph, placement: Sequence[Hashable] | None = None, *, itemsize: int = 4,
+               flow_key: Hashable = 0) -> dict[tuple, int]:
+    """Payload bytes the plan moves over every directed link ``(u, v)`` of ``G`` that it uses.
+
+    Rank i sits on ``placement[i]`` (default: the graph's endpoints in order); every message between two
+    ranks takes the route the engine gives it (``flow_key`` as its ``seed``). Ranks on one endpoint use no link.
+    """
+    from firesim.plans.ir import Op
+
+    nodes = _placement(G, plan.ranks, placement)
+    sends = plan.op == Op.SEND
+    pair = plan.op_rank()[sends].astype(np.int64) * plan.ranks + plan.peer[sends]
+    keys, where = np.unique(pair, return_inverse=True)
+    per_pair = np.bincount(where, weights=plan.op_nbytes(itemsize)[sends], minlength=keys.size)
+    router = routes(G)
+    out: dict[tuple, int] = {}
+    for key, nbytes in zip(keys.tolist(), per_pair.tolist()):
+        src, dst = divmod(key, plan.ranks)
+        for hop in router.links(nodes[src], nodes[dst], flow_key):
+            out[hop] = out.get(hop, 0) + int(nbytes)
+    return out
+
+
+def route_capacity_Bps(G: nx.Graph, src: Hashable, dst: Hashable, flow_key: Hashable = 0) -> float:
+    """Bytes/s a lone flow gets from ``src`` to ``dst``: the smallest bandwidth x efficiency on its route."""
+    hops = routes(G).links(src, dst, flow_key)
+    return min((float(G.edges[u, v]["bandwidth_Bps"]) * float(G.edges[u, v].get("efficiency", 1.0))
+                for u, v in hops), default=float("inf"))

@@ -1,0 +1,153 @@
+"""The validation harness without a cluster: plans from the registry (nothing named), rankings, diagnosis of a
+miss, the run-time estimate, and the report (docs/validation.md blocks, figures, strict JSON)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from firerun import validate_report
+from firerun.validate import (
+    Calibration,
+    CaseResult,
+    ValidationReport,
+    _diagnose,
+    _rankings,
+    case_plan,
+    default_specs,
+    engine_topology,
+    estimate_seconds,
+    predict_case,
+)
+from firesim.errors import UserError
+from firesim.plans import Algorithm, PlanBuilder, register, registry
+from firesim.topology import load_topology
+from firesim.units import parse_rate
+from tests.test_emulate import TOPOLOGIES
+
+
+def test_plans_come_from_the_registry_with_servers_on_the_hosts():
+    dedicated = case_plan("ps:servers=1,colocated=false", 4, 1 << 20)
+    assert (dedicated.ranks, dedicated.workers) == (4, 3)
+    assert (case_plan("ps:servers=2,colocated=false", 4, 1 << 20).workers, case_plan("ring", 4, 64).workers) == (2, 4)
+    with pytest.raises(UserError, match="hierarchical"):
+        case_plan("hierarchical", 4, 64)  # needs ranks_per_node
+
+
+def test_default_specs_name_every_registered_algorithm_once():
+    def pair(workers, nbytes, options):
+        b = PlanBuilder("toy_pairs", workers, nbytes, chunks=1)
+        b.transfer(np.arange(1, workers), 0, 0, reduce=True, step=0)
+        b.transfer(0, np.arange(1, workers), 0, reduce=False, step=1)
+        return b.build()
+
+    register(Algorithm(name="toy_pairs", summary="everyone to rank 0 and back", build=pair))
+    try:
+        specs = default_specs(4)
+    finally:
+        registry.unregister("toy_pairs")
+    assert specs[-1] == "toy_pairs" and "hierarchical:ranks_per_node=2" in specs and "ring" in specs
+    assert len(specs) == len({s.partition(":")[0] for s in specs})
+
+
+def test_engine_topology_and_prediction():
+    G = load_topology(TOPOLOGIES / "star4-1g.yaml")
+    H = engine_topology(G)
+    assert all(d["efficiency"] == pytest.approx(1448 / 1514) and d["burst_nbytes"] == 128 << 10
+               for *_, d in H.edges(data=True))
+    assert all(d["efficiency"] == 1.0 and "burst_nbytes" not in d for *_, d in G.edges(data=True))  # left alone
+    cal = Calibration(alpha_s=1e-4, gamma_s_per_byte=1e-10, buffered_bytes=1 << 20, message_one_way_s={},
+                      message_overhead_s=0.0)
+    n = 16 << 20
+    ring_s = predict_case(case_plan("ring", 4, n), H, cal).duration_s
+    goodput = parse_rate("1gbit") * 1448 / 1514
+    assert ring_s == pytest.approx(6 * (1e-4 + n / 4 / goodput) + 3 * n / 4 * 1e-10, rel=0.02)
+
+
+def test_estimate_counts_every_run():
+    G = load_topology(TOPOLOGIES / "star4-1g.yaml")
+    total, per_run = estimate_seconds(G, ["ring", "tree"], [1 << 20, 4 << 20], repeat=5, warmup=1)
+    assert set(per_run) == {("ring", 1 << 20), ("ring", 4 << 20), ("tree", 1 << 20), ("tree", 4 << 20)}
+    assert per_run[("tree", 4 << 20)] > per_run[("ring", 4 << 20)] > per_run[("ring", 1 << 20)] > 0
+    assert total > 6 * sum(per_run.values())
+
+
+def _case(spec, nbytes, measured_s, predicted_s, **kw) -> CaseResult:
+    fields = dict(spec=spec, algorithm=spec.partition(":")[0], workers=4, ranks=4, nbytes=nbytes,
+                  measured_s=measured_s, measured_min_s=measured_s * 0.99, measured_max_s=measured_s * 1.01,
+                  repeats_s=[measured_s] * 5, predicted_s=predicted_s, error=(predicted_s - measured_s) / measured_s,
+                  op_error_median=0.01, op_error_p95=0.02, rank_error_max=0.01, first_divergence=None,
+                  link_bytes_error=0.001, stray_link_bytes=0, start_skew_s=0.0,
+                  target=0.05 if nbytes >= 4 << 20 else 0.10)
+    return CaseResult(**{**fields, **kw})
+
+
+def test_rankings_allow_ties_and_flag_wrong_pairs():
+    cases = [_case("ring", 4 << 20, 0.100, 0.101), _case("tree", 4 << 20, 0.101, 0.099),  # a tie: either order
+             _case("ps", 4 << 20, 0.200, 0.090)]  # measured slowest, predicted fastest
+    ranking, match = _rankings(cases)
+    order = ranking[str(4 << 20)]
+    assert not match and order["ties"] == [["ring", "tree"]] and order["wrong"] == [["ring", "ps"], ["tree", "ps"]]
+    assert [c.ranking_right for c in cases] == [False, False, False]
+
+
+def test_a_miss_names_what_the_measurements_show():
+    case = _case("ring", 4 << 20, 0.100, 0.110, first_divergence={"rank": 3, "op": "reduce", "chunk": 2, "peer": 2,
+                                                                  "error": 0.081})
+    case.link_bytes_error = 0.12
+    cause = _diagnose(case, background_cpu=0.4)
+    assert "40% busy" in cause and "+12.0%" in cause and "rank 3 reduce chunk 2 from 2 (+8.1% of the run)" in cause
+    assert _diagnose(_case("ring", 4 << 20, 0.100, 0.101), 0.0) == ""
+
+
+def _report(tmp_path, topology, shaper, backend, scale=1.0) -> ValidationReport:
+    from firesim.plans import ring
+    from firesim.trace import Trace
+
+    plan = ring(4, 1 << 20)
+    t_end = np.linspace(1e-3, 0.05, plan.n_ops)
+    cases = []
+    for spec, nbytes, m, pr in (("ring", 1 << 20, 0.05, 0.05 * scale), ("ring", 4 << 20, 0.2, 0.22 * scale)):
+        c = _case(spec, nbytes, m, pr)
+        for source, t in (("measured", t_end), ("predicted", t_end * scale)):
+            path = tmp_path / f"{source}-{topology}-{shaper}-{backend}-{nbytes}.json"
+            Trace.for_plan(plan, t - 5e-4, t, source="measured" if source == "measured" else "simulated").save(path)
+            setattr(c, f"{source}_trace", str(path))
+        cases.append(c)
+    ranking, match = _rankings(cases)
+    return ValidationReport(topology=topology, hosts=4, shaper=shaper, backend=backend, repeat=5,
+                            calibration=Calibration(1e-4, 1e-10, 1 << 20, {"262144": 3e-3, "1048576": 9e-3}, 2e-5),
+                            cases=cases, ranking=ranking, ranking_match=match, machine="test", date="2026-01-01")
+
+
+def test_report_regenerates_its_blocks_and_keeps_the_rest(tmp_path):
+    reports = [_report(tmp_path, t, s, b) for t in ("star4-1g", "two-level-4") for s in ("htb", "tbf")
+               for b in ("torch", "mpi")]
+    out = tmp_path / "docs"
+    written = validate_report.write_report(reports, [], out, command="firerun validate --suite x", wall_s=60)
+    doc = (out / "validation.md").read_text()
+    for block in validate_report.BLOCKS:
+        assert f"<!-- generated: {block} -->" in doc and f"<!-- end: {block} -->" in doc
+    assert "| star4-1g | tbf | mpi |" in doc and "+10.0% ✗" in doc  # ring 4 MiB: 0.22 vs 0.2
+    assert all(p.exists() and p.stat().st_size > 0 for p in written)
+    assert {p.name for p in written} >= {"validation-overview.png", "validation-star4-1g.png", "validation.json"}
+    data = json.loads((out / "validation.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert len(data["reports"]) == 8 and data["reports"][0]["records"][1]["ok"] is False
+    assert ValidationReport.from_dict(data["reports"][0]) == reports[0]
+    # hand-written text around the blocks survives a regeneration; the blocks change
+    edited = doc.replace("<!-- generated: summary -->", "Hand-written analysis.\n\n<!-- generated: summary -->")
+    (out / "validation.md").write_text(edited)
+    better = [_report(tmp_path, "star4-1g", "htb", "torch", scale=0.99)]
+    validate_report.write_report(better, ["x: rank 1 died"], out, command="c", wall_s=1)
+    again = (out / "validation.md").read_text()
+    assert "Hand-written analysis." in again and "| star4-1g | tbf | mpi |" not in again and "FAILED x" in again
+    assert math.isclose(json.loads((out / "validation.json").read_text())["wall_s"], 1)
+
+
+def test_report_folder_must_be_writable(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot write"):
+        validate_report.check_writable(tmp_path / "file" / "docs")
