@@ -858,8 +858,8 @@ def validate_cmd(
     algo: Annotated[str | None, typer.Option(help="Algorithm specs, comma-separated (default: every registered "
                                                   "algorithm once).")] = None,
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "1MiB,4MiB,16MiB",
-    repeat: Annotated[int, typer.Option(help="Measured runs per case (after the warm-up).")] = 5,
-    warmup: Annotated[int, typer.Option(help="Unmeasured runs per case first.")] = 1,
+    repeat: Annotated[int, typer.Option(min=1, max=1000, help="Measured runs per case (after the warm-up).")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, max=100, help="Unmeasured runs per case first.")] = 1,
     out: Annotated[Path | None, typer.Option(parser=output_dir, help="--topology: folder for traces and logs (default: "
                                                   "$TMPDIR/firerun-validate-NAME); --suite: folder for the report "
                                                   "(default: docs).")] = None,
@@ -867,7 +867,7 @@ def validate_cmd(
     shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
     backend: Annotated[str, typer.Option(help="torch (gloo) and/or mpi (mpi4py over MPICH), comma-separated.")] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="--topology: print JSON instead of a table.")] = False,
-    quiet_wait: Annotated[float, typer.Option(help="--suite: seconds to wait before each configuration for the "
+    quiet_wait: Annotated[float, typer.Option(min=0, max=3600, help="--suite: seconds to wait before each configuration for the "
                                                    "machine to be under 10 % busy (then run with a warning).")] = 300.0,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
