@@ -14,10 +14,10 @@ from the topology file (``firerun.emulate``), starts one rank per host namespace
    eagerly; one that takes the transfer time waited for it (rendezvous), and the smallest size from which
    every message waits is ``rendezvous_nbytes`` (gloo: from the smallest; MPI: above its eager threshold).
    What a rendezvous message takes beyond the engine's own prediction of the same probe is
-   ``message_overhead_s`` (MPI's request-to-send / clear-to-send handshake); whether a swap between ranks 0 and 1 runs both ways at once when each rank posts its
-   receive after its send (``swap_serialized``: gloo announces a posted receive on the connection that
-   carries its data, behind the send already queued there; rendezvous then serializes the two directions);
-   gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
+   ``message_overhead_s`` (MPI's request-to-send / clear-to-send handshake); whether a swap between ranks
+   0 and 1 runs both ways at once (``swap_serialized``, a check: gloo announces a posted receive on the
+   connection that carries its data, behind a send already queued there, which is why the executor posts
+   each pass's receives first); gamma = a local ``add_`` per byte at rank 0 (one thread, as the ranks run);
 2. runs every (algorithm, size) ``warmup + repeat`` times with ``firerun.execute`` (median, min and max of
    the repeats), checks the exact sum, and reads the shapers' byte counters of every directed link before and
    after the measured runs.
