@@ -155,14 +155,12 @@ class Calibration:
     swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
     pingpong_round_trip_s: list[float] = field(default_factory=list)
 
-    def transport(self, message_overhead_s: float | None = None):
+    def transport(self):
         """The engine's ``Transport`` these measurements give."""
         from firesim.engine import Transport
 
         return Transport(rendezvous_nbytes=math.inf if self.rendezvous_nbytes is None else self.rendezvous_nbytes,
-                         eager_window_nbytes=float(self.buffered_bytes),
-                         message_overhead_s=self.message_overhead_s if message_overhead_s is None
-                         else message_overhead_s)
+                         eager_window_nbytes=float(self.buffered_bytes), message_overhead_s=self.message_overhead_s)
 
 
 def predict_case(plan: Plan, H: nx.Graph, cal: Calibration) -> Trace:
