@@ -858,8 +858,8 @@ def validate_cmd(
     size: Annotated[str, typer.Option(help="Buffer sizes, comma-separated (e.g. 4MiB,16MiB).")] = "1MiB,4MiB,16MiB",
     repeat: Annotated[int, typer.Option(min=1, max=1000, help="Measured runs per case (after the warm-up).")] = 5,
     warmup: Annotated[int, typer.Option(min=0, max=100, help="Unmeasured runs per case first.")] = 1,
-    out: Annotated[Path | None, typer.Option(parser=output_dir, help="--topology: folder for traces and logs (default: "
-                                                  "$TMPDIR/firerun-validate-NAME); --suite: folder for the report "
+    out: Annotated[Path | None, typer.Option(parser=output_dir, help="--topology: folder for traces and logs (default: a "
+                                                  "temporary folder); --suite: folder for the report "
                                                   "(default: docs).")] = None,
     plot: Annotated[Path | None, typer.Option(parser=output_file(".png"), help="--topology: save measured-vs-predicted timelines (PNG).")] = None,
     shaper: Annotated[str, typer.Option(help="htb (ACKs first) and/or tbf (one FIFO), comma-separated.")] = "htb",
