@@ -31,13 +31,12 @@ from firesim.engine.model import (
     Messages,
     Setup,
     TOLERANCE_ABS_s,
-    expand,
     limit,
     position_major,
     recv_cost_per_byte,
     stable_argsort,
 )
-from firesim.plans.ir import Op, Plan
+from firesim.plans.ir import Op, Plan, expand_ranges
 
 
 def chunk_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +61,7 @@ def chunk_order(plan: Plan, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lo_key, hi_key = r * width + c, r * width + c + s
     bounds = np.unique(np.concatenate([lo_key, hi_key]))
     lo, hi = np.searchsorted(bounds, lo_key), np.searchsorted(bounds, hi_key)
-    element = expand(lo, hi)
+    element = expand_ranges(lo, hi)
     owner = np.repeat(named, hi - lo)
     order = np.argsort(element, kind="stable")  # owners stay in program order within an interval
     element, owner = element[order], owner[order]
@@ -201,7 +200,7 @@ class _Network:
     def _flow_links(self, msgs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pair = self.msg_pair[msgs]
         lo, hi = self.pair_ptr[pair], self.pair_ptr[pair + 1]
-        return self.pair_links[expand(lo, hi)], hi - lo
+        return self.pair_links[expand_ranges(lo, hi)], hi - lo
 
     def _add_flows(self, msgs, start, rate, fin) -> None:
         self.f_msg = np.concatenate([self.f_msg, msgs])
@@ -218,7 +217,7 @@ class _Network:
         np.subtract.at(self.load, links, 1)
         lo, hi = self.w_next[msgs], self.w_ptr[msgs + 1]
         if np.any(hi > lo):
-            out.watched.append((self.w_ids[expand(lo, hi)], np.repeat(when, hi - lo)))
+            out.watched.append((self.w_ids[expand_ranges(lo, hi)], np.repeat(when, hi - lo)))
             self.w_next[msgs] = hi
         keep = ~done
         self.f_msg, self.f_rem, self.f_t0 = self.f_msg[keep], self.f_rem[keep], self.f_t0[keep]
@@ -359,7 +358,7 @@ class _Network:
         n = self.f_msg.shape[0]
         pair = self.msg_pair[self.f_msg]
         lo, hi = self.pair_ptr[pair], self.pair_ptr[pair + 1]
-        links = self.pair_links[expand(lo, hi)]
+        links = self.pair_links[expand_ranges(lo, hi)]
         flow = np.repeat(np.arange(n, dtype=np.int64), hi - lo)
         cap = self.cap
         if self.bursty.size:
@@ -675,7 +674,7 @@ class _Run:
             k = np.where(b < self.block_end[ranks], self.blocking[b], stop)
             gap = k - j
             if gap.any():
-                posts = expand(j, k)
+                posts = expand_ranges(j, k)
                 when = np.repeat(times, gap)
                 self.t_start[posts] = when
                 posts = new(posts)
@@ -708,7 +707,7 @@ class _Run:
             nxt, when = nxt[has], times[has]
         else:
             lo, hi = self.succ_ptr[ops], self.succ_ptr[ops + 1]
-            nxt, when = self.succ[expand(lo, hi)], np.repeat(times, hi - lo)
+            nxt, when = self.succ[expand_ranges(lo, hi)], np.repeat(times, hi - lo)
         comp = self.is_compute[ops] if self.has_compute else None
         if comp is not None and comp.any():
             self.pc[self.num.rank(ops[comp])] = self.num.orig(ops[comp]) + 1
@@ -768,7 +767,7 @@ class _Run:
             return
         lo, hi = self.watchers[0][msgs], self.watchers[0][msgs + 1]
         if np.any(hi > lo):
-            idx = expand(lo, hi)
+            idx = expand_ranges(lo, hi)
             w = self.watchers[1][idx]
             k = np.repeat(msgs, hi - lo)
             cap = self.msg_cap[k]

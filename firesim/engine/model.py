@@ -59,16 +59,6 @@ def position_major(offsets: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, n
     return stable_argsort(pos), bounds
 
 
-def expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Concatenation of the ranges lo[i]:hi[i] (vectorised CSR gather)."""
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    starts = np.cumsum(counts) - counts
-    return np.arange(total, dtype=np.int64) + np.repeat(lo - starts, counts)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the transport
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from firesim.errors import UserError
 from firesim.limits import VERIFY_MAX_OPS, check_ops
-from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
+from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure, expand_ranges
 
 __all__ = ["PlanError", "match_messages", "verify", "verify_reference"]
 
@@ -86,16 +86,6 @@ def match_messages(plan: Plan) -> np.ndarray:
     return partner
 
 
-def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Concatenation of the ranges lo[i]:hi[i]."""
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    starts = np.cumsum(counts) - counts
-    return np.arange(total, dtype=np.int64) + np.repeat(lo - starts, counts)
-
-
 def _once(items: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """``items`` without repeats (order kept up to ties); ``scratch`` is any int64 array indexable by them."""
     if items.size < 2:
@@ -143,7 +133,7 @@ class _Proof:
             lo, hi = interval[first], np.where(named, interval[stop], interval[first])
             self.unit_ptr = np.concatenate([[0], np.cumsum(hi - lo)])
             self.unit_op = np.repeat(np.arange(n, dtype=np.int64), hi - lo)
-            self.cell = self.rank[self.unit_op] * self.intervals + _expand(lo, hi)  # (rank, interval) per unit
+            self.cell = self.rank[self.unit_op] * self.intervals + expand_ranges(lo, hi)  # (rank, interval) per unit
         # The next unit on the same cell in program order (units are made in op order, ops in rank order).
         by_cell = np.argsort(self.cell, kind="stable")
         follows = self.cell[by_cell[1:]] == self.cell[by_cell[:-1]]
@@ -180,7 +170,7 @@ class _Proof:
         ready_c = np.zeros(0, np.int64)
         t = 0
         while ready_i.size or ready_c.size:
-            fire = _expand(ready_i, run_end[ready_i])
+            fire = expand_ranges(ready_i, run_end[ready_i])
             self.i_round[fire] = t
             after = run_end[ready_i[has_next[ready_i]]]
             wait[after] -= 1  # the op after each run, once
@@ -199,7 +189,7 @@ class _Proof:
                 wait[fed] -= 1
                 fed = fed[wait[fed] == 0]
             else:
-                fed = later[_expand(self.unit_ptr[ready_c], self.unit_ptr[ready_c + 1])]
+                fed = later[expand_ranges(self.unit_ptr[ready_c], self.unit_ptr[ready_c + 1])]
                 fed = _decrement(wait, fed[fed >= 0], scratch)
             issues = fed < n
             ready_i = np.concatenate([next_i, fed[issues]])
