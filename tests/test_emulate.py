@@ -7,8 +7,6 @@ under the test's tmp_path, and the tests check that nothing is left behind: name
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,26 +23,6 @@ pytestmark = pytest.mark.emulated
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGIES = ROOT / "examples" / "topologies"
-
-
-def _netns_refusal() -> str | None:
-    """Why this machine cannot build namespaces (None if it can): tried for real, then removed."""
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        return "iproute2 (ip, tc) is not installed"
-    probe = f"frtest{os.getpid()}"
-    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=20)
-    if done.returncode != 0:
-        return f"`ip netns add` refused: {done.stderr.strip() or done.returncode} (needs root)"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=20)
-    return None
-
-
-@pytest.fixture(scope="module")
-def netns():
-    reason = _netns_refusal()
-    if reason is not None:
-        print(f"skipping emulated-cluster tests: {reason}")
-        pytest.skip(reason)
 
 
 def _namespaces() -> set[str]:

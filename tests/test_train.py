@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -309,27 +308,13 @@ def test_large_batch_recipe_keeps_accuracy_on_real_data(tmp_path):
     assert (tmp_path / "lb.png").stat().st_size > 10_000
 
 
-def _netns_refusal() -> str | None:
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        return "iproute2 (ip, tc) is not installed"
-    probe = f"frtrain{os.getpid()}"
-    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=20)
-    if done.returncode != 0:
-        return f"`ip netns add` refused: {done.stderr.strip() or done.returncode} (needs root)"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=20)
-    return None
-
-
 @pytest.mark.multiproc
 @pytest.mark.emulated
-def test_measured_vs_predicted_on_an_emulated_cluster(tmp_path):
+def test_measured_vs_predicted_on_an_emulated_cluster(netns, tmp_path):
     """The one command: one-rank calibration, 4 ranks on an emulated star, firesim's prediction. What it must
     get right here is structural (the same buckets in the prediction as DDP formed, every phase of every
     rank traced, the error computed from them); how close the figures are is a timing claim, made from a
     quiet machine in the README (python -m bench train), not asserted on a shared one."""
-    reason = _netns_refusal()
-    if reason:
-        pytest.skip(reason)
     out, trace_path = tmp_path / "it.json", tmp_path / "trace.json"
     done = firerun("train", "--model", "small_cnn", "--nproc", "4", "--algo", "ring,tree", "--steps", "5",
                    "--skip", "2", "--batch", "16", "--emulate", str(ROOT / "examples/topologies/star4-1g.yaml"),
