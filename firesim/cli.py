@@ -82,6 +82,8 @@ GradDtypeOpt = Annotated[str | None, typer.Option(
     help="Gradient type exchanged: fp32 (default; mixed precision keeps fp32 gradients), bf16, fp16.")]
 OptimizerOpt = Annotated[str, typer.Option(help="auto (the model's usual), sgd, momentum, adam, adamw, lamb.")]
 EpochsOpt = Annotated[float, typer.Option(min=1e-6, max=1e6, help="Epochs to train.")]
+OverlapOpt = Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")]
+BucketSizeOpt = Annotated[str, typer.Option(help="Gradient bucket size.")]
 Engine = Literal["analytic", "des"]
 # Searches with at least this many configurations show a progress bar (on stderr).
 PROGRESS_MIN = 500
@@ -147,8 +149,8 @@ def predict(
     optimizer: Annotated[str, typer.Option(help="auto (momentum for convnets, adamw otherwise), sgd, momentum, adam, adamw, lamb.")] = "auto",
     overheads: Annotated[str, typer.Option(help="default, none, or key=value items, e.g. interference=0.189, spread=0.01, optimizer=on, "
                                              "input=catalog or none or a RATE.")] = "default",
-    overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
-    bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
+    overlap: OverlapOpt = True,
+    bucket_size: BucketSizeOpt = "25MiB",
     engine: Annotated[Engine, typer.Option(help="analytic (closed form, instant) or des (the simulator; needed by "
                                            "--stragglers, --rank-speed and --link).")] = "analytic",
     stragglers: StragglersOpt = None,
@@ -459,8 +461,8 @@ def recommend(
     dtype: Annotated[str, typer.Option(help="Compute types to consider; each GPU keeps those it has.")] = "fp32,tf32,bf16,fp16",
     grad_dtype: GradDtypeOpt = None,
     optimizer: OptimizerOpt = "auto",
-    overlap: Annotated[bool, typer.Option(help="Overlap bucketed gradient exchange with backward (DDP).")] = True,
-    bucket_size: Annotated[str, typer.Option(help="Gradient bucket size.")] = "25MiB",
+    overlap: OverlapOpt = True,
+    bucket_size: BucketSizeOpt = "25MiB",
     engine: Annotated[Engine, typer.Option(help="analytic, or des (the simulator, needed by the what-if options; "
                                               "at most 200 configurations of at most 64 GPUs).")] = "analytic",
     stragglers: StragglersOpt = None,
