@@ -60,6 +60,8 @@ def worker_main(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out_dir"])
+    if spec.get("binding"):  # before any thread starts: the threads gloo and torch start inherit it
+        os.sched_setaffinity(0, spec["binding"][int(os.environ.get("RANK", "0"))])
     with session("torch", timeout_s=spec["timeout_s"]) as ex:
         torch.set_num_threads(spec["threads"])
         net = {}
@@ -69,6 +71,10 @@ def worker_main(spec_path: str) -> int:
             alpha, beta = fit_alpha_beta(sizes, times)
             net = {"alpha_s": times[0], "beta_s_per_byte": beta, "fit_alpha_s": alpha,
                    "gamma_s_per_byte": measure_gamma(ex, [8 << 20], torch.float32)}
+            if spec.get("probe_goodput_Bps"):  # emulated: the transport's probes, as firerun validate runs them
+                from firerun.validate import probe_transport
+
+                net["transport_probes"] = probe_transport(ex, ex.rank, ex.size, spec["probe_goodput_Bps"])
         for i, fields in enumerate(spec["configs"]):
             r = train(ex, TrainConfig.make(**fields), check_every=1, step_barrier=True, record=True,
                       threads=spec["threads"])
@@ -113,9 +119,27 @@ class OtherLoad:
         return float(np.mean(self.samples)) if self.samples else 0.0
 
     def speed(self, threads: int) -> float:
-        if not self.samples:
-            return min(1.0, self.cores / threads)
-        return float(np.mean([min(1.0, self.cores / (b + threads)) for b in self.samples]))
+        """Mean share of a core of one of ``threads`` threads free to run on any core."""
+        return float(np.mean([min(1.0, self.cores / (b + threads)) for b in self.samples or [0]]))
+
+    def bound_speeds(self, binding: Sequence[Sequence[int]]) -> np.ndarray:
+        """Per rank, the mean share of a core its slowest thread gets when rank r's threads are bound to
+        ``binding[r]`` (one core each): the core's threads share it, with the others' load spread evenly."""
+        load: dict[int, int] = {}
+        for cores in binding:
+            for c in cores:
+                load[c] = load.get(c, 0) + 1
+        return np.array([np.mean([min(min(1.0, 1.0 / (load[c] + b / self.cores)) for c in cores)
+                                  for b in self.samples or [0]]) for cores in binding])
+
+
+def core_binding(nproc: int, threads: int, cores: Sequence[int]) -> list[list[int]]:
+    """Rank r's ``threads`` cores, round robin over ``cores`` (``srun --cpu-bind=cores``, ``mpirun --bind-to
+    core``): every core gets the same number of threads when ``nproc * threads`` is a multiple of the cores,
+    instead of the kernel's placement, which left three ranks on one core and one on the other for tens of
+    milliseconds at a time."""
+    cores = sorted(cores)
+    return [[cores[(r * threads + i) % len(cores)] for i in range(threads)] for r in range(nproc)]
 
 
 def _our_running_threads(root: int) -> int:
@@ -152,10 +176,12 @@ def _our_running_threads(root: int) -> int:
     return count
 
 
-def _spec(out: Path, configs, threads: int, timeout_s: float) -> Path:
+def _spec(out: Path, configs, threads: int, timeout_s: float, probe_goodput_Bps: float | None = None,
+          binding: list[list[int]] | None = None) -> Path:
     path = out / "spec.json"
     write_json_atomic(path, {"configs": [c.model_dump(mode="json") for c in configs], "threads": threads,
-                             "timeout_s": timeout_s, "out_dir": str(out)})
+                             "timeout_s": timeout_s, "out_dir": str(out), "probe_goodput_Bps": probe_goodput_Bps,
+                             "binding": binding})
     return path
 
 
@@ -254,8 +280,9 @@ def bucket_schedule(trace: Trace, skip: int) -> tuple[tuple[int, ...], tuple[flo
 
 # ------------------------------------------------------------------------------------------------ prediction
 def predict_iteration(cfg, workers: int, calibration: Breakdown, buckets, ready_s, net: dict, topology,
-                      cpu_share: float, name: str):
-    """firesim's iteration for this config: one-rank compute scaled by ``cpu_share``, network from ``net``."""
+                      cpu_share: np.ndarray, name: str, transport=None):
+    """firesim's iteration for this config: one-rank compute scaled by each rank's ``cpu_share``, network
+    from ``net`` (and, on an emulated cluster, the ``transport`` its probes calibrated)."""
     from firesim.cluster import cluster_topology
     from firesim.compute import NO_OVERHEADS
     from firesim.hardware import HardwareProfile, profile_to_cluster
@@ -281,21 +308,22 @@ def predict_iteration(cfg, workers: int, calibration: Breakdown, buckets, ready_
     # NO_OVERHEADS: firesim's default overheads are GPU figures (NCCL kernels slowing compute, spread between
     # GPUs, a node's input pipeline); here the ranks' sharing of the cores is cpu_share
     return simulate_iteration(load_workload(cfg.model), cluster, workers, algo, batch_per_gpu=cfg.batch,
-                              topology=graph, overheads=NO_OVERHEADS, measured=measured,
-                              rank_speed=np.full(workers, cpu_share))
+                              topology=graph, overheads=NO_OVERHEADS, measured=measured, transport=transport,
+                              rank_speed=np.asarray(cpu_share)[:workers])
 
 
-def predicted_breakdown(sim, calibration: Breakdown, cpu_share: float) -> Breakdown:
+def predicted_breakdown(sim, calibration: Breakdown) -> Breakdown:
     """The same parts from firesim's simulated iteration (means over workers)."""
     workers = len(sim.rank_speed)
+    slow = float(np.mean(1.0 / sim.rank_speed))  # one-rank seconds -> the job's, mean over workers
     ready, done = sim.bucket_ready_s[:, :workers], sim.bucket_done_s[:, :workers]
     start = np.maximum(ready, np.vstack([np.zeros((1, workers)), done[:-1]]))  # one bucket after another
     backward_end = (calibration.forward_s + calibration.backward_s) / sim.rank_speed
-    return Breakdown(forward_s=calibration.forward_s / cpu_share, backward_s=calibration.backward_s / cpu_share,
+    return Breakdown(forward_s=calibration.forward_s * slow, backward_s=calibration.backward_s * slow,
                      exchange_s=float(np.mean(np.sum(done - start, axis=0))),
                      exposed_s=float(np.mean(np.maximum(done.max(axis=0) - backward_end, 0.0)))
-                     + calibration.exposed_s / cpu_share,  # the one-rank hand-off, as measured "exposed" has it
-                     optimizer_s=calibration.optimizer_s / cpu_share, iteration_s=sim.iteration_s,
+                     + calibration.exposed_s * slow,  # the one-rank hand-off, as measured "exposed" has it
+                     optimizer_s=calibration.optimizer_s * slow, iteration_s=sim.iteration_s,
                      iteration_min_s=sim.iteration_s, iteration_max_s=sim.iteration_s)
 
 
@@ -319,7 +347,7 @@ class IterationReport:
     where: str  # "loopback" or the emulated topology's name
     threads: int
     cores: int
-    cpu_share: float
+    cpu_share: float  # mean over ranks of rank_cpu_share
     background_threads: tuple[float, float]  # mean runnable threads of other processes: calibration, job
     calibration: Breakdown
     net: dict
@@ -331,6 +359,8 @@ class IterationReport:
     date: str = ""
     ranking_right: bool | None = None
     firesim_buckets: list[int] = field(default_factory=list)  # firesim's own bucketing of the profile
+    rank_cpu_share: list[float] = field(default_factory=list)  # per rank: speed in the job / one rank alone
+    binding: list[list[int]] = field(default_factory=list)  # per rank: the cores its threads were bound to
 
     @property
     def replicas_identical(self) -> bool:
@@ -365,8 +395,13 @@ class IterationReport:
                       f"{ms(m.exchange_s)} ({ms(p.exchange_s)})", f"{ms(m.exposed_s)} ({ms(p.exposed_s)})",
                       ms(m.optimizer_s), f"{ms(m.iteration_s)} ({ms(m.iteration_min_s)}-{ms(m.iteration_max_s)})",
                       ms(p.iteration_s), f"{r.error:+.1%}")
+        tr = self.net.get("transport")
+        transport = "" if tr is None else (
+            f", eager window {format_bytes(tr['eager_window_nbytes'])}, rendezvous from "
+            f"{'never' if tr['rendezvous_nbytes'] is None else format_bytes(tr['rendezvous_nbytes'])}, "
+            f"{tr['message_overhead_s'] * 1e6:.0f} us per message")
         t.caption = (f"(predicted in parentheses) alpha {self.net.get('alpha_s', 0) * 1e6:.0f} us, gamma "
-                     f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B; predicted with DDP's buckets "
+                     f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B{transport}; predicted with DDP's buckets "
                      f"(firesim's own bucketing of the profile: "
                      f"{', '.join(format_bytes(n) for n in self.firesim_buckets)})"
                      + (f"; ranking {'right' if self.ranking_right else 'WRONG'}" if self.ranking_right is not None
@@ -398,7 +433,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
                         chrome_path=None, log: Callable[[str], None] | None = None) -> IterationReport:
     """Calibrate compute on one rank, run ``nproc`` ranks (loopback or emulated), predict, compare."""
     from firerun.emulate import EmulatedCluster, check_emulable
-    from firerun.validate import engine_topology
+    from firerun.validate import calibration_from_probes, engine_topology, route_goodput_Bps
     from firesim.topology import load_topology
 
     say = log or (lambda m: None)
@@ -431,27 +466,36 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         buckets, ready_s = bucket_schedule(cal_trace, skip)
         say(f"2/3 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
             f"{', '.join(c.algo for c in configs)}")
-        spec = _spec(job_dir, configs, threads, timeout_s)
+        binding = core_binding(nproc, threads, os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
+                               else range(cores))
+        spec = _spec(job_dir, configs, threads, timeout_s,
+                     None if graph is None else route_goodput_Bps(engine_topology(graph), 0, 1), binding)
         with OtherLoad(cores) as load_job:
             if graph is None:
                 _run_local(nproc, spec, threads)
             else:
                 with EmulatedCluster(emulate) as cluster:
                     _run_emulated(cluster, spec, threads)
-        cpu_share = load_job.speed(nproc * threads) / load_cal.speed(threads)
+        cpu_share = load_job.bound_speeds(binding) / load_cal.speed(threads)
         load_after = os.getloadavg()
         say("3/3 firesim's prediction")
         results, sims, traces = [], [], []
-        net = {}
-        topology = engine_topology(graph) if graph is not None else None
+        net = _load(job_dir, 0)[0]["net"]
+        topology, transport = None, None
+        if graph is not None:  # the transport firerun validate would calibrate, from the same probes
+            cal = calibration_from_probes(net.pop("transport_probes"), graph)
+            topology, transport = engine_topology(graph, cal.peak_bandwidth_Bps), cal.transport()
+            net.update(alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte, transport={
+                "eager_window_nbytes": cal.buffered_bytes, "rendezvous_nbytes": cal.rendezvous_nbytes,
+                "message_overhead_s": cal.message_overhead_s, "peak_bandwidth_Bps": cal.peak_bandwidth_Bps})
         for i, cfg in enumerate(configs):
             res, trace = _load(job_dir, i)
-            net = res["net"]
             workers = int(res["workers"])
             measured = measured_breakdown(trace, workers, skip)
             sim = predict_iteration(cfg, workers, calibration, buckets, ready_s, net, topology, cpu_share,
-                                    f"{cfg.model}-{'loopback' if graph is None else graph.graph.get('name')}")
-            predicted = predicted_breakdown(sim, calibration, cpu_share)
+                                    f"{cfg.model}-{'loopback' if graph is None else graph.graph.get('name')}",
+                                    transport)
+            predicted = predicted_breakdown(sim, calibration)
             results.append(AlgoResult(algo=cfg.algo, workers=workers, bucket_nbytes=list(res["bucket_nbytes"]),
                                       measured=measured, predicted=predicted,
                                       error=(predicted.iteration_s - measured.iteration_s) / measured.iteration_s,
@@ -464,10 +508,10 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
     report = IterationReport(
         model=configs[0].model, batch_per_worker=configs[0].batch, nproc=nproc,
         where="loopback" if graph is None else f"{graph.graph.get('name')} (emulated)", threads=threads,
-        cores=cores, cpu_share=cpu_share, background_threads=(load_cal.mean, load_job.mean),
+        cores=cores, cpu_share=float(np.mean(cpu_share)), background_threads=(load_cal.mean, load_job.mean),
         calibration=calibration, net=net, results=results, skip=skip,
         steps=configs[0].steps, load_before=load_before, load_after=load_after, date=time.strftime("%Y-%m-%d"),
-        ranking_right=_ranking_right(results),
+        ranking_right=_ranking_right(results), rank_cpu_share=cpu_share.tolist(), binding=binding,
         firesim_buckets=[b.nbytes for b in gradient_buckets(load_workload(configs[0].model),
                                                             configs[0].bucket_nbytes, configs[0].first_bucket_nbytes)])
     if trace_path is not None:
@@ -479,7 +523,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
     return report
 
 
-def predicted_trace(sim, calibration: Breakdown, cpu_share: float) -> dict[str, np.ndarray]:
+def predicted_trace(sim, calibration: Breakdown) -> dict[str, np.ndarray]:
     """Per worker, per phase (start, end) of the predicted iteration, for the timeline plot."""
     workers = len(sim.rank_speed)
     ready, done = sim.bucket_ready_s[:, :workers], sim.bucket_done_s[:, :workers]
@@ -524,7 +568,7 @@ def plot_timelines(report: IterationReport, traces: list[Trace], sims, path) -> 
         ax.set_title(f"{res.algo}: measured step {step}, {res.measured.iteration_s * 1e3:.1f} ms (median)",
                      fontsize=9)
         ax = axes[row][1]
-        pred = predicted_trace(sim, report.calibration, report.cpu_share)
+        pred = predicted_trace(sim, report.calibration)
         for name, se in pred.items():
             if name == "exchange":
                 for k in range(se.shape[0]):

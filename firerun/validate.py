@@ -76,7 +76,8 @@ from firesim.plans import Plan, algorithms, resolve, split_specs
 from firesim.trace import Trace, compare
 
 __all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "engine_topology",
-           "predict_case", "validate", "validate_cmd", "validate_suite"]
+           "predict_case", "probe_transport", "calibration_from_probes", "route_goodput_Bps", "validate",
+           "validate_cmd", "validate_suite"]
 
 MASTER_PORT = 29500  # inside the cluster's own namespaces: nothing else listens there
 PINGPONG_ROUND_TRIPS = 50
@@ -369,7 +370,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
     with EmulatedCluster(topology, shaper=shaper, queue_limit_bytes=queue_limit_bytes, **kwargs) as cluster:
         spec = {"cases": [{"algo": a, "nbytes": n} for n in sizes for a in specs], "repeat": repeat,
                 "warmup": warmup, "out_dir": str(out.resolve()), "timeout_s": min(timeout_s, 120.0),
-                "probe_goodput_Bps": _route_goodput_Bps(H, 0, 1), "backend": backend,
+                "probe_goodput_Bps": route_goodput_Bps(H, 0, 1), "backend": backend,
                 "topology": name, "ports": [{"node": pt.node, "peer": pt.peer, "ns": pt.ns, "ifname": pt.ifname}
                                             for pair in cluster.links for pt in pair]}
         spec_path = out / "spec.json"
@@ -380,7 +381,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
             f"cases x {warmup}+{repeat}")
         _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
     results = json.loads((out / "results.json").read_text())
-    cal = _calibration(results, G)
+    cal = calibration_from_probes(results, G)
     H = engine_topology(G, cal.peak_bandwidth_Bps)
     cases = []
     for case in results["cases"]:
@@ -415,7 +416,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
                             wall_s=time.monotonic() - started, warnings=warnings)
 
 
-def _calibration(results: dict, G: nx.Graph) -> Calibration:
+def calibration_from_probes(results: dict, G: nx.Graph) -> Calibration:
     """The engine's inputs from the probes (see the module doc); the late-receive probes are compared with the
     engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice."""
     from firesim.engine import Transport, simulate
@@ -427,7 +428,7 @@ def _calibration(results: dict, G: nx.Graph) -> Calibration:
     peak = min(payload_Bps / TCP_GOODPUT_EFFICIENCY, MAX_PEAK_BANDWIDTH_Bps)
     H = engine_topology(G, peak)
     p = len(G.graph["endpoints"])
-    goodput = _route_goodput_Bps(H, 0, 1)
+    goodput = route_goodput_Bps(H, 0, 1)
     cal = Calibration(alpha_s=alpha_s, gamma_s_per_byte=gamma, buffered_bytes=int(results["buffered_bytes"]),
                       message_one_way_s=one_way, message_overhead_s=0.0, peak_bandwidth_Bps=peak,
                       late_recv_s={str(n): float(t) for n, t in results["late_recv_s"].items()},
@@ -457,7 +458,7 @@ def _stem(topology: str, algo: str, nbytes: int) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{topology}-{algo}-{nbytes}")
 
 
-def _route_goodput_Bps(H: nx.Graph, a: int, b: int) -> float:
+def route_goodput_Bps(H: nx.Graph, a: int, b: int) -> float:
     from firesim.topology import route_capacity_Bps
 
     ends = H.graph["endpoints"]
@@ -718,7 +719,7 @@ def _read_counters(ports: list[dict]) -> dict[str, int]:
     return {f"{pt['node']}>{pt['peer']}": by_ns[pt["ns"]].get(pt["ifname"], 0) for pt in ports}
 
 
-def _calibrate(ex, rank: int, p: int, goodput_Bps: float) -> dict:
+def probe_transport(ex, rank: int, p: int, goodput_Bps: float) -> dict:
     """Alpha, the TCP buffering, one-way message times and gamma, measured by rank 0 (see the module doc)."""
     import torch
 
@@ -809,7 +810,7 @@ def _worker(spec_path: str) -> None:
     progress = out / "progress.jsonl"
     try:
         with executor as ex:
-            results.update(_calibrate(ex, rank, p, spec["probe_goodput_Bps"]))
+            results.update(probe_transport(ex, rank, p, spec["probe_goodput_Bps"]))
             for case in spec["cases"]:
                 plan = case_plan(case["algo"], p, case["nbytes"])
                 tensor = torch.empty(case["nbytes"] // 4)

@@ -34,7 +34,7 @@ from firesim.compute import (
     resolve_optimizer,
     step_time,
 )
-from firesim.engine import simulate
+from firesim.engine import Transport, simulate
 from firesim.errors import UserError
 from firesim.hardware import Cluster, comm_params, price_per_gpu_hour, resolve_cluster
 from firesim.limits import MAX_OPS, check_ops
@@ -397,8 +397,8 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
                        overlap: bool = True, bucket_nbytes: int = DDP_BUCKET_NBYTES,
                        first_bucket_nbytes: int = DDP_FIRST_BUCKET_NBYTES, rank_speed=None,
                        stragglers: Stragglers | None = None, link_overrides: Mapping | None = None,
-                       eager: bool = False, seed: int = 0, measured: MeasuredCompute | None = None,
-                       max_ops: int = MAX_OPS) -> SimulatedIteration:
+                       eager: bool = False, transport: Transport | None = None, seed: int = 0,
+                       measured: MeasuredCompute | None = None, max_ops: int = MAX_OPS) -> SimulatedIteration:
     """Play one synchronous data-parallel iteration on the engine (``iteration`` is its closed form).
 
     Forward (and the first accumulation - 1 micro-batches), then backward emitting the buckets (reverse layer
@@ -407,7 +407,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     ``topology`` (default ``cluster_topology``) while backward continues; the optimizer step follows the last
     bucket and backward. Each rank's compute is scaled by its speed: the overheads' GPU speed spread (normal
     scores in an order drawn from ``seed``, the slowest exactly the closed form's), ``rank_speed`` and
-    ``stragglers``. Overlap interference slows each rank's backward while a bucket is on the wire; the wire
+    ``stragglers``. ``transport`` and ``eager`` as in ``firesim.engine.simulate``. Overlap interference slows each rank's backward while a bucket is on the wire; the wire
     times it uses are the closed form's (the engine's own contention does not feed back into compute). The
     seed also salts ECMP. ``link_overrides`` as in ``firesim.engine.simulate``. ``measured`` replaces the
     roofline step and the profile's buckets by measured ones (``MeasuredCompute``). An iteration of more than
@@ -450,7 +450,7 @@ def simulate_iteration(profile: ModelProfile, cluster: Cluster, gpus: int, algo:
     G = cluster_topology(cluster, base.ranks) if topology is None else topology
     params = comm_params(cluster, "inter")
     trace = simulate(plan, G, alpha_s=cluster.software_latency_s, gamma_s_per_byte=params.gamma_s_per_byte,
-                     eager=eager, itemsize=st.prec.grad_nbytes,
+                     eager=eager, transport=transport, itemsize=st.prec.grad_nbytes,
                      rank_speed=np.pad(speed, (0, servers), constant_values=1.0), link_overrides=link_overrides,
                      seed=seed, op_nbytes=op_nbytes, release_s=release, max_ops=max_ops)
     done = ready.copy()

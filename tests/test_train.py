@@ -18,6 +18,7 @@ import torch
 
 from firerun import checkpoint
 from firerun.data import Sampler, digits
+from firerun.iteration import OtherLoad, core_binding
 from firerun.launch import sbatch_script
 from firerun.recipe import LARS, Recipe
 from firesim.errors import UserError
@@ -308,6 +309,17 @@ def test_large_batch_recipe_keeps_accuracy_on_real_data(tmp_path):
     assert (tmp_path / "lb.png").stat().st_size > 10_000
 
 
+def test_core_binding_spreads_threads_evenly_and_speeds_follow_it():
+    assert core_binding(4, 1, {1, 0}) == [[0], [1], [0], [1]]
+    assert core_binding(2, 2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert core_binding(3, 1, [5, 7]) == [[5], [7], [5]]
+    load = OtherLoad(cores=2)
+    load.samples = [0, 2]  # no other runnable thread, then two (one per core)
+    assert load.bound_speeds([[0], [1], [0], [1]]).tolist() == [(0.5 + 1 / 3) / 2] * 4
+    assert load.bound_speeds([[0], [1], [0]]).tolist() == [(0.5 + 1 / 3) / 2, (1 + 0.5) / 2, (0.5 + 1 / 3) / 2]
+    assert load.speed(1) == (1 + 2 / 3) / 2  # unbound: 2 cores among 1 + 0, then 1 + 2 threads
+
+
 @pytest.mark.multiproc
 @pytest.mark.emulated
 def test_measured_vs_predicted_on_an_emulated_cluster(netns, tmp_path):
@@ -329,6 +341,9 @@ def test_measured_vs_predicted_on_an_emulated_cluster(netns, tmp_path):
         assert r["bucket_nbytes"] == [378152] == report["firesim_buckets"]  # DDP's bucketing is firesim's
         assert 0 < m["forward_s"] < m["iteration_s"] and 0 < p["exchange_s"] < p["iteration_s"]
         assert r["error"] == pytest.approx((p["iteration_s"] - m["iteration_s"]) / m["iteration_s"])
+    threads = report["threads"]
+    assert report["binding"] == core_binding(4, threads, os.sched_getaffinity(0))  # the ranks were bound
+    assert len(report["rank_cpu_share"]) == 4 and report["net"]["transport"]["eager_window_nbytes"] > 0
     trace = Trace.load(trace_path)
     for rank in range(4):
         for step in (2, 3, 4):
