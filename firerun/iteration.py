@@ -6,24 +6,26 @@ One command, three runs, no fitting:
    with nothing to exchange: forward, backward, the optimizer step, the buckets DDP forms and when backward
    produces each. This is what a user can measure on one device before buying more;
 2. **the job**: ``nproc`` ranks on loopback, or one rank per host of an emulated cluster (``firerun.emulate``:
-   namespaces, veths, shaped links), each step starting at a barrier and traced (``firerun.train``). It first
-   measures the network constants the simulator needs, as ``firerun validate`` does: alpha (4-byte
-   ping-pong through the executor), gamma (an ``add_`` per byte) and, on loopback, the bandwidth;
+   namespaces, veths, shaped links), each step starting at a barrier and traced (``firerun.train``), each rank
+   bound to its cores (``core_binding``). It first measures the network constants the simulator needs: alpha
+   (4-byte ping-pong through the executor), gamma (an ``add_`` per byte) and, on loopback, the bandwidth; on an
+   emulated cluster also ``firerun validate``'s transport probes (eager window, rendezvous, overhead, burst);
 3. **the prediction**: ``firesim.training.simulate_iteration`` for the same model, plan, bucket sizes, batch
-   and topology (the emulated one at TCP goodput, or a star at the measured loopback bandwidth), with the
-   one-rank compute (``MeasuredCompute``) and the bucket schedule and overlap of firesim's model.
+   and topology (the emulated one at TCP goodput with the calibrated ``Transport``, or a star at the measured
+   loopback bandwidth), with the one-rank compute (``MeasuredCompute``) and the bucket schedule and overlap of
+   firesim's model.
 
-**Ranks sharing cores.** With more runnable threads than cores, the kernel shares the cores among them, so
-a rank computing while the others compute runs slower than it did alone. With ``C`` cores, ``T`` threads
-per rank and ``B`` runnable threads of other processes (``OtherLoad``: sampled during each run, the machine's
-running count less our own), one thread runs at ``min(1, C / (B + T))`` of a core alone and at
-``min(1, C / (B + nproc T))`` in the job: the ratio of their means is the speed factor (``cpu_share``) applied
-to the one-rank compute. On an idle 2-core machine with 4 ranks of 1 thread it is 0.5. It is derived from the
-core and thread counts and the other processes' load, not fitted to any time; the one-rank calibration runs
-with the same threads per rank. It ignores the CPU that communication itself takes (gloo
-threads, the kernel's TCP stack, the emulator's shapers), which slows the compute it overlaps with; and
-other processes' load changes from second to second: run it on a quiet machine (the table reports the
-load).
+**Ranks sharing cores.** With more runnable threads than cores, the ranks share them. The job binds rank r's
+threads to cores round robin (as ``srun --cpu-bind=cores``), so every core carries the same number of ranks:
+left to the kernel, three ranks shared one core while one had the other to itself for tens of milliseconds. A
+bound thread runs at ``min(1, 1 / (threads on its core + B / C))`` of a core, with ``B`` runnable threads of
+other processes (``OtherLoad``: sampled during each run, the machine's running count less our own) spread over
+``C`` cores; the unbound one-rank calibration at ``min(1, C / (B + T))`` with ``T`` threads. The ratio of their
+means is each rank's speed factor (``cpu_share``) applied to the one-rank compute: 0.5 for 4 ranks of 1
+thread on an idle 2-core machine. It is derived from the core and thread counts and the other processes' load,
+not fitted to any time. It ignores the CPU that communication itself takes (gloo threads, the kernel's TCP
+stack, the emulator's shapers), which slows the compute it overlaps with; and other processes' load changes
+from second to second: run it on a quiet machine (the table reports the load).
 """
 
 from __future__ import annotations
