@@ -72,7 +72,7 @@ from firerun.emulate import (
 from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
 from firesim.io import dumps, write_json_atomic
-from firesim.plans import Plan, algorithms, resolve, split_specs
+from firesim.plans import Op, Plan, algorithms, resolve, split_specs
 from firesim.trace import Trace, compare
 
 __all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "engine_topology",
@@ -86,7 +86,8 @@ BUFFER_PROBE_BYTES = 16 << 20  # larger than any socket buffer: its send complet
 MESSAGE_PROBE_BYTES = (16 << 10, 96 << 10)  # one message each after an idle gap, both inside the shapers' burst
 LATE_PROBE_BYTES = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)  # one message each, received late
 MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy probe is clipped to it
-SWAP_PROBE_BYTES = 4 << 20  # ranks 0 and 1 swap 2 MiB halves both ways at once
+SWAP_PROBE_BYTES = 8 << 20  # ranks 0-1, 2-3, ... swap 4 MiB halves both ways at once (rendezvous for MPI too)
+SWAP_SERIALIZED_CAUSE = 0.25  # a swap probe this much over the engine names serialized swaps as a miss's cause
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
 BUSY_WARNING = 0.10
@@ -154,6 +155,7 @@ class Calibration:
     rendezvous_nbytes: float | None = 0.0  # smallest message that waits for its receive; None: none probed did
     late_recv_s: dict[str, float] = field(default_factory=dict)  # nbytes -> post-to-completion of a late receive
     swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
+    swap_over_model: float = 0.0  # the receive-first swap probe's time over the engine's prediction of it, - 1
     pingpong_round_trip_s: list[float] = field(default_factory=list)
 
     def transport(self):
@@ -276,12 +278,13 @@ def _rankings(cases: list[CaseResult]) -> tuple[dict[str, dict], bool]:
 
     Two algorithms whose measured medians are within ``RANK_TIE`` of each other are a tie: this machine cannot
     tell which is faster, so either predicted order is right. Every other pair must come out in the measured
-    order; each case in a wrongly ordered pair gets ``ranking_right = False``.
+    order; each case in a wrongly ordered pair gets ``ranking_right = False``, and the pair a reason: which of
+    the two misses its accuracy target, or, both within it, how far apart they measured.
     """
     out, match = {}, True
     for nbytes in sorted({c.nbytes for c in cases}):
         group = [c for c in cases if c.nbytes == nbytes]
-        ties, wrong = [], []
+        ties, wrong, why = [], [], []
         for i, a in enumerate(group):
             for b in group[i + 1:]:
                 if abs(a.measured_s - b.measured_s) <= RANK_TIE * min(a.measured_s, b.measured_s):
@@ -289,18 +292,38 @@ def _rankings(cases: list[CaseResult]) -> tuple[dict[str, dict], bool]:
                 elif (a.measured_s < b.measured_s) != (a.predicted_s < b.predicted_s):
                     wrong.append([a.spec, b.spec])
                     a.ranking_right = b.ranking_right = False
+                    why.append({"outside_target": [c.spec for c in (a, b) if not c.ok],
+                                "apart": abs(a.measured_s - b.measured_s) / min(a.measured_s, b.measured_s)})
         out[str(nbytes)] = {"measured": [c.spec for c in sorted(group, key=lambda c: c.measured_s)],
                             "predicted": [c.spec for c in sorted(group, key=lambda c: c.predicted_s)],
-                            "ties": ties, "wrong": wrong}
+                            "ties": ties, "wrong": wrong, "why": why}
         match &= not wrong
     return out, match
 
 
-def _diagnose(case: CaseResult, background_cpu: float) -> str:
-    """Why a case misses its target, from what was measured beside the time (empty if it does not)."""
+def _swaps_rendezvous(plan: Plan, rendezvous_nbytes: float | None) -> bool:
+    """Whether two ranks of the plan send each other rendezvous-size messages."""
+    if rendezvous_nbytes is None:
+        return False
+    rank = np.repeat(np.arange(plan.ranks), np.diff(plan.offsets))
+    big = (plan.op == Op.SEND) & (plan.op_nbytes() >= rendezvous_nbytes)
+    pairs = set(zip(rank[big].tolist(), plan.peer[big].tolist()))
+    return any((b, a) in pairs for a, b in pairs)
+
+
+def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str) -> str:
+    """Why a case misses its target, from what was measured beside the time (empty if it does not): the
+    mechanisms docs/validation.md traces, where the calibration's swap probe shows them in this configuration."""
     if case.ok:
         return ""
     causes = []
+    serialized = (cal.swap_over_model > SWAP_SERIALIZED_CAUSE and cal.rendezvous_nbytes is not None
+                  and cal.rendezvous_nbytes <= SWAP_PROBE_BYTES // 2)
+    if case.error < 0 and serialized and _swaps_rendezvous(plan, cal.rendezvous_nbytes):
+        causes.append(f"rendezvous swaps serialized (swap probe {cal.swap_over_model:+.0%} over the model)")
+    elif case.error < 0 and shaper == "tbf":
+        causes.append("tbf: ACKs queue behind data" + ("" if serialized else
+                                                        f" (swap probe {cal.swap_over_model:+.0%} over the model)"))
     if background_cpu > BUSY_WARNING:
         causes.append(f"machine {background_cpu:.0%} busy with other work")
     if abs(case.link_bytes_error) > LINK_BYTES_TOLERANCE:
@@ -409,7 +432,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
     if after > BUSY_WARNING and not warnings:
         warnings.append(f"the machine was {after:.0%} busy right after the run (other processes)")
     for c in cases:
-        c.cause = _diagnose(c, max(background, after))
+        c.cause = _diagnose(c, max(background, after), cal, case_plan(c.spec, p, c.nbytes), shaper)
     return ValidationReport(topology=name, hosts=p, shaper=shaper, backend=backend, repeat=repeat, calibration=cal,
                             cases=cases, ranking=ranking, ranking_match=match, machine=_machine(),
                             date=time.strftime("%Y-%m-%d"), background_cpu=background,
@@ -450,6 +473,10 @@ def calibration_from_probes(results: dict, G: nx.Graph) -> Calibration:
     cal.rendezvous_nbytes = None if first is None else (0.0 if first == sizes[0] else float(first))
     extra = [waited[n][0] - waited[n][1] for n in sizes if first is not None and n >= first]
     cal.message_overhead_s = max(statistics.median(extra), 0.0) if extra else 0.0
+    if "swap-recv-first" in results["swap_s"]:  # what the engine predicts for the swap probe, with all the above
+        swap = simulate(_swap_plan(p, SWAP_PROBE_BYTES, True), H, alpha_s=alpha_s, gamma_s_per_byte=gamma,
+                        transport=cal.transport())
+        cal.swap_over_model = max(results["swap_s"]["swap-recv-first"] / swap.duration_s - 1, 0.0)
     return cal
 
 
@@ -670,17 +697,17 @@ def _pingpong_plan(p: int) -> Plan:
 
 
 def _swap_plan(p: int, nbytes: int, recv_first: bool) -> Plan:
-    """Ranks 0 and 1 swap halves of a buffer at once and swap back, each posting its receive after (or before)
-    its send; the others idle. With one connection per pair, a receive posted after a send may only be
-    announced to the peer behind the send's data (``swap_serialized``)."""
-    if recv_first:
-        programs = [[("reduce", 0, 1), ("send", 1, 1), ("recv", 1, 1), ("send", 0, 1)],
-                    [("reduce", 1, 0), ("send", 0, 0), ("recv", 0, 0), ("send", 1, 0)]]
-    else:
-        programs = [[("send", 1, 1), ("reduce", 0, 1), ("send", 0, 1), ("recv", 1, 1)],
-                    [("send", 0, 0), ("reduce", 1, 0), ("send", 1, 0), ("recv", 0, 0)]]
-    idle = [[("compute", -1, 0.0)] for _ in range(p - 2)]  # an op each, so every rank has a start time
-    return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs + idle, workers=2)
+    """Ranks 0-1, 2-3, ... swap halves of a buffer at once and swap back, each posting its receive after (or
+    before) its send; an odd last rank idles. With one connection per pair, a receive posted after a send may
+    only be announced to the peer behind the send's data (``swap_serialized``); a rendezvous protocol may run
+    the two directions one after the other whatever the order (``swap_over_model``)."""
+    def program(me: int, peer: int, half: int) -> list:
+        if recv_first:
+            return [("reduce", half, peer), ("send", 1 - half, peer), ("recv", 1 - half, peer), ("send", half, peer)]
+        return [("send", 1 - half, peer), ("reduce", half, peer), ("send", half, peer), ("recv", 1 - half, peer)]
+
+    programs = [program(r, r ^ 1, r % 2) if (r ^ 1) < p else [("compute", -1, 0.0)] for r in range(p)]
+    return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs, workers=2)
 
 
 def _late_delay_s(nbytes: int, goodput_Bps: float) -> float:

@@ -66,7 +66,7 @@ def summary_line(report: ValidationReport) -> str:
             f"{cal.alpha_s * 1e6:.0f} us, message overhead {cal.message_overhead_s * 1e6:.0f} us, gamma "
             f"{cal.gamma_s_per_byte * 1e9:.3f} ns/B, TCP buffering {cal.buffered_bytes / 2**20:.2f} MiB, "
             f"rendezvous from {_rendezvous(cal)}, burst peak {cal.peak_bandwidth_Bps / 1e9:.2f} GB/s, swap "
-            f"{cal.swap_serialized:.0%} serialized, "
+            f"{cal.swap_serialized:.0%} serialized ({cal.swap_over_model:+.0%} over the model), "
             f"{report.repeat} repeats ({report.machine}, {report.date}, CPU {report.background_cpu:.0%} busy before)")
 
 
@@ -97,12 +97,24 @@ def _markdown(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _wrong_pairs(order: dict) -> str:
+    """'a/b (why), ...' for the wrongly ordered pairs of one ranking."""
+    why = order.get("why") or [None] * len(order["wrong"])
+    return ", ".join("/".join(w) + (f" ({_reason(y)})" if y else "") for w, y in zip(order["wrong"], why))
+
+
+def _reason(why: dict) -> str:
+    if why["outside_target"]:
+        return " and ".join(why["outside_target"]) + " outside target"
+    return f"both within target, {why['apart']:.1%} apart"
+
+
 def format_table(report: ValidationReport) -> str:
     """One configuration as a Markdown table, then its rankings."""
     lines = [_markdown(_CASE_HEAD, [_case_row(c) for c in report.cases]), ""]
     for size, order in report.ranking.items():
         m, pr = " < ".join(order["measured"]), " < ".join(order["predicted"])
-        verdict = "match" if not order["wrong"] else "MISMATCH " + ", ".join("/".join(w) for w in order["wrong"])
+        verdict = "match" if not order["wrong"] else "MISMATCH " + _wrong_pairs(order)
         tie = f"; tie within {RANK_TIE:.0%}: " + ", ".join("/".join(t) for t in order["ties"]) if order["ties"] else ""
         lines.append(f"- {format_bytes(int(size))}: measured {m}; predicted {pr} ({verdict}{tie})")
     return "\n".join(lines)
@@ -128,6 +140,12 @@ def _targets(cases: Sequence[CaseResult], reports: Sequence[ValidationReport]) -
     wrong = sum(bool(order["wrong"]) for r in reports for order in r.ranking.values())
     lines.append(f"predicted ranking right: {'met' if not wrong else 'NOT met'} ({groups - wrong}/{groups} "
                  "(configuration, size) groups)")
+    why = [y for r in reports for order in r.ranking.values() for y in order.get("why", [])]
+    near = [y["apart"] for y in why if not y["outside_target"]]
+    if why:
+        lines.append(f"wrongly ordered pairs: {len(why)}, {len(why) - len(near)} with a case outside its accuracy "
+                     f"target" + (f", {len(near)} with both within it (measured {min(near):.1%}-{max(near):.1%} apart)"
+                                  if near else ""))
     return lines
 
 
@@ -144,8 +162,7 @@ def _summary_rows(reports: Sequence[ValidationReport]) -> list[list[str]]:
     for r in reports:
         s = r.error_summary()
         large, small = s["large"], s["small"]
-        wrong = [f"{format_bytes(int(n))}: " + ", ".join("/".join(w) for w in o["wrong"])
-                 for n, o in r.ranking.items() if o["wrong"]]
+        wrong = [f"{format_bytes(int(n))}: " + _wrong_pairs(o) for n, o in r.ranking.items() if o["wrong"]]
         rows.append([r.topology, r.shaper, r.backend, _pct(large["median_abs_error"]),
                      f"{_pct(large['max_abs_error'])} ({large['worst']})" if large["cases"] else "-",
                      _pct(small["median_abs_error"]), _pct(small["max_abs_error"]),
@@ -171,13 +188,14 @@ def _blocks(reports: Sequence[ValidationReport], failures: Sequence[str], figure
            f"- **Runs**: {reports[0].repeat if reports else 0} measured runs per case after a warm-up; "
            f"{len(cases)} cases in {len(reports)} configurations.", ""]
     head = ["topology", "shaper", "backend", "alpha", "message overhead", "gamma", "TCP buffering",
-            "rendezvous from", "burst peak", "swap serialized"]
+            "rendezvous from", "burst peak", "swap: send-first serialized", "swap over the model"]
     run.append(_markdown(head, [[r.topology, r.shaper, r.backend, f"{r.calibration.alpha_s * 1e6:.0f} us",
                                  f"{r.calibration.message_overhead_s * 1e6:.0f} us",
                                  f"{r.calibration.gamma_s_per_byte * 1e9:.3f} ns/B",
                                  f"{r.calibration.buffered_bytes / 2**20:.2f} MiB",
                                  _rendezvous(r.calibration), f"{r.calibration.peak_bandwidth_Bps / 1e9:.2f} GB/s",
-                                 f"{r.calibration.swap_serialized:.0%}"] for r in reports]))
+                                 f"{r.calibration.swap_serialized:.0%}", f"{r.calibration.swap_over_model:+.0%}"]
+                                for r in reports]))
     busy_runs = [r for r in reports if r.warnings]
     if busy_runs:
         run += ["", f"**Warning**: {len(busy_runs)} of {len(reports)} configurations ran on a busy machine (other "

@@ -16,6 +16,7 @@ from firerun.validate import (
     ValidationReport,
     _diagnose,
     _rankings,
+    _swap_plan,
     case_plan,
     default_specs,
     engine_topology,
@@ -23,7 +24,7 @@ from firerun.validate import (
     predict_case,
 )
 from firesim.errors import UserError
-from firesim.plans import Algorithm, PlanBuilder, register, registry
+from firesim.plans import Algorithm, Op, PlanBuilder, register, registry, verify
 from firesim.topology import load_topology
 from firesim.units import parse_rate
 from tests.test_emulate import TOPOLOGIES
@@ -91,16 +92,51 @@ def test_rankings_allow_ties_and_flag_wrong_pairs():
     ranking, match = _rankings(cases)
     order = ranking[str(4 << 20)]
     assert not match and order["ties"] == [["ring", "tree"]] and order["wrong"] == [["ring", "ps"], ["tree", "ps"]]
+    assert order["why"] == [{"outside_target": ["ps"], "apart": 1.0}, {"outside_target": ["ps"], "apart": (0.200 - 0.101) / 0.101}]
     assert [c.ranking_right for c in cases] == [False, False, False]
+    near = [_case("ring", 4 << 20, 0.100, 0.102), _case("tree", 4 << 20, 0.103, 0.101)]  # both within 5 %
+    order = _rankings(near)[0][str(4 << 20)]
+    assert order["wrong"] == [["ring", "tree"]] and order["why"] == [{"outside_target": [], "apart": (0.103 - 0.100) / 0.100}]
+    assert "ring/tree (both within target, 3.0% apart)" in validate_report._wrong_pairs(order)
 
 
 def test_a_miss_names_what_the_measurements_show():
     case = _case("ring", 4 << 20, 0.100, 0.110, first_divergence={"rank": 3, "op": "reduce", "chunk": 2, "peer": 2,
                                                                   "error": 0.081})
     case.link_bytes_error = 0.12
-    cause = _diagnose(case, background_cpu=0.4)
+    cal = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0)
+    cause = _diagnose(case, 0.4, cal, case_plan("ring", 4, 4 << 20), "htb")
     assert "40% busy" in cause and "+12.0%" in cause and "rank 3 reduce chunk 2 from 2 (+8.1% of the run)" in cause
-    assert _diagnose(_case("ring", 4 << 20, 0.100, 0.101), 0.0) == ""
+    assert _diagnose(_case("ring", 4 << 20, 0.100, 0.101), 0.0, cal, case_plan("ring", 4, 4 << 20), "htb") == ""
+
+
+def test_a_miss_names_the_mechanism_the_swap_probe_shows():
+    """MPI: 4 MiB halves of the swap probe are rendezvous and ran +100 % over the model: a plan whose ranks swap
+    rendezvous-size messages (halving-doubling) names it, a ring (no pair both ways) does not; on tbf the ring
+    names the ACKs behind data."""
+    mpi = Calibration(1e-4, 1e-10, 0, {}, 2e-4, rendezvous_nbytes=float(4 << 20), swap_over_model=1.0)
+    slow = dict(measured_s=0.4, predicted_s=0.2)
+    hd, ring = case_plan("halving_doubling", 4, 16 << 20), case_plan("ring", 4, 16 << 20)
+    assert "rendezvous swaps serialized (swap probe +100% over the model)" in _diagnose(
+        _case("halving_doubling", 16 << 20, **slow), 0.0, mpi, hd, "htb")
+    assert "rendezvous" not in _diagnose(_case("ring", 16 << 20, **slow), 0.0, mpi, ring, "htb")
+    assert "rendezvous" not in _diagnose(_case("halving_doubling", 4 << 20, **slow), 0.0, mpi,
+                                         case_plan("halving_doubling", 4, 4 << 20), "htb")  # 1 MiB halves: eager
+    gloo_tbf = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0, swap_over_model=0.06)
+    assert "tbf: ACKs queue behind data (swap probe +6% over the model)" in _diagnose(
+        _case("ring", 16 << 20, **slow), 0.0, gloo_tbf, ring, "tbf")
+    assert "tbf" not in _diagnose(_case("ring", 16 << 20, **slow), 0.0, gloo_tbf, ring, "htb")
+
+
+def test_the_swap_probe_pairs_every_rank():
+    plan = _swap_plan(5, 8 << 20, recv_first=True)
+    assert plan.ranks == 5
+    verify(plan)  # every send matched; ranks 0 and 1 end with the sum (the others swap the same way)
+    rank = np.repeat(np.arange(plan.ranks), np.diff(plan.offsets))
+    sends = plan.op == Op.SEND
+    assert sorted(zip(rank[sends].tolist(), plan.peer[sends].tolist())) == sorted(
+        [(0, 1), (1, 0), (2, 3), (3, 2)] * 2)
+    assert set(plan.op_nbytes()[sends].tolist()) == {4 << 20}
 
 
 def _report(tmp_path, topology, shaper, backend, scale=1.0) -> ValidationReport:
