@@ -58,6 +58,7 @@ __all__ = [
     "EmulatedCluster",
     "MAX_HOSTS",
     "MAX_HOST_RATE_bps",
+    "host_rate_bps",
     "SHAPER_BURST_BYTES",
     "STATE_DIR",
     "TCP_GOODPUT_EFFICIENCY",
@@ -119,6 +120,11 @@ def _load(topology: str | os.PathLike | nx.Graph) -> tuple[nx.Graph, str]:
     return load_topology(path), str(path.resolve())
 
 
+def host_rate_bps(G: nx.Graph) -> float:
+    """The hosts' link rates added up: what the machine's cores must shape (``MAX_HOST_RATE_bps``)."""
+    return sum(float(G.edges[e]["bandwidth_Bps"]) * 8 for h in G.graph["endpoints"] for e in G.edges(h))
+
+
 def check_emulable(G: nx.Graph) -> None:
     """Raise a one-line ``UserError`` if this machine cannot emulate ``G`` faithfully (see module doc)."""
     name = G.graph.get("name", "topology")
@@ -144,7 +150,7 @@ def check_emulable(G: nx.Graph) -> None:
         if rate_bps < MIN_RATE_bps:
             raise UserError(f"emulate {name}: link {u}-{v} at {rate_bps / 1e6:g} Mbit/s; below "
                             f"{MIN_RATE_bps / 1e6:g} Mbit/s the tbf burst credit distorts every transfer")
-    host_bps = sum(float(G.edges[e]["bandwidth_Bps"]) * 8 for h in hosts for e in G.edges(h))
+    host_bps = host_rate_bps(G)
     if host_bps > MAX_HOST_RATE_bps * 1.001:
         raise UserError(f"emulate {name}: host links add up to {host_bps / 1e9:.3g} Gbit/s; two cores shape at "
                         f"most {MAX_HOST_RATE_bps / 1e9:g} Gbit/s faithfully (lower the rates)")

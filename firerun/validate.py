@@ -67,7 +67,9 @@ from firerun.emulate import (
     SHAPER_BURST_BYTES,
     TCP_GOODPUT_EFFICIENCY,
     EmulatedCluster,
+    MAX_HOST_RATE_bps,
     check_emulable,
+    host_rate_bps,
 )
 from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
@@ -87,7 +89,8 @@ MESSAGE_PROBE_BYTES = (16 << 10, 96 << 10)  # one message each after an idle gap
 LATE_PROBE_BYTES = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)  # one message each, received late
 MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy probe is clipped to it
 SWAP_PROBE_BYTES = 8 << 20  # ranks 0-1, 2-3, ... swap 4 MiB halves both ways at once (rendezvous for MPI too)
-SWAP_SERIALIZED_CAUSE = 0.25  # a swap probe this much over the engine names serialized swaps as a miss's cause
+EMULATION_LIMIT_SHARE = 0.9  # host links at this share of what the machine shapes faithfully: named as a cause
+SWAP_SERIALIZED_CAUSE = 0.5  # the swap probe this much over the engine (1: one way after the other) names serialized swaps
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
 BUSY_WARNING = 0.10
@@ -311,12 +314,67 @@ def _swaps_rendezvous(plan: Plan, rendezvous_nbytes: float | None) -> bool:
     return any((b, a) in pairs for a, b in pairs)
 
 
-def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str) -> str:
+def _messages(trace: Trace) -> list[tuple[int, int, int, float, float, float]]:
+    """(src, dst, nbytes, send start, receive posted, arrival) of every message of a plan's trace: the k-th send
+    from a to b matches the k-th receive at b from a; arrival is the receive's end."""
+    sends: dict[tuple[int, int], list[int]] = {}
+    recvs: dict[tuple[int, int], list[int]] = {}
+    for i, (r, o, q) in enumerate(zip(trace.rank.tolist(), trace.op.tolist(), trace.peer.tolist())):
+        if o == Op.SEND:
+            sends.setdefault((r, q), []).append(i)
+        elif o in (Op.RECV, Op.REDUCE):
+            recvs.setdefault((q, r), []).append(i)
+    return [(a, b, int(trace.nbytes[s]), float(trace.t_start[s]), float(trace.t_start[t]), float(trace.t_end[t]))
+            for (a, b), ss in sends.items() for s, t in zip(ss, recvs.get((a, b), []))]
+
+
+def _notice_behind_data(predicted: Trace, rendezvous_nbytes: float | None) -> str:
+    """A receive the model lets its sender fill at once although, posted while the receiver's own data to that
+    sender was still on their connection, its rendezvous notice (gloo: NOTIFY_RECV_READY) leaves behind that data
+    (cause 1 of docs/validation.md, for receives a plan posts after a send to the same peer)."""
+    if rendezvous_nbytes is None:
+        return ""
+    msgs = _messages(predicted)
+    worst = None
+    for a, b, n, _, posted, _ in msgs:  # a -> b, its receive posted by b
+        if n < rendezvous_nbytes:
+            continue
+        for src, dst, nb, start, _, arrival in msgs:
+            if (src, dst) == (b, a) and start < posted < arrival and (worst is None or arrival - posted > worst[0]):
+                worst = (arrival - posted, b, a, nb)
+    if worst is None or worst[0] < 0.02 * predicted.duration_s:
+        return ""
+    return (f"receive announced behind data: rank {worst[1]} posts a receive from {worst[2]} while "
+            f"{worst[3] / 2**20:.2g} MiB of its own to {worst[2]} are on their connection")
+
+
+def _fifo_egress(predicted: Trace) -> str:
+    """Two messages of one sender to different peers on the wire at once: the model shares the sender's link
+    between them; the emulator's egress is one byte FIFO that sends a message written first, first."""
+    msgs = sorted(_messages(predicted), key=lambda m: m[3])
+    for i, (a, b, *_, arrival) in enumerate(msgs):
+        for a2, b2, _, start2, _, arrival2 in msgs[i + 1:]:
+            if a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s:
+                return (f"rank {a}'s messages to {b} and {b2} share its link in the model; the emulator's FIFO "
+                        f"egress sends them one after the other")
+    return ""
+
+
+def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str,
+              predicted: Trace | None = None, host_rate_bps: float = 0.0) -> str:
     """Why a case misses its target, from what was measured beside the time (empty if it does not): the
-    mechanisms docs/validation.md traces, where the calibration's swap probe shows them in this configuration."""
+    mechanisms docs/validation.md traces, where the calibration's swap probe or the predicted trace shows them in
+    this case."""
     if case.ok:
         return ""
     causes = []
+    if predicted is not None and case.error < 0:
+        causes.append(_notice_behind_data(predicted, cal.rendezvous_nbytes))
+    if predicted is not None and case.error > 0:
+        causes.append(_fifo_egress(predicted))
+    if case.error < 0 and host_rate_bps >= EMULATION_LIMIT_SHARE * MAX_HOST_RATE_bps:
+        causes.append(f"{host_rate_bps / 1e9:g} Gbit/s of shaped host links: the most this machine emulates")
+    causes = [c for c in causes if c]
     serialized = (cal.swap_over_model > SWAP_SERIALIZED_CAUSE and cal.rendezvous_nbytes is not None
                   and cal.rendezvous_nbytes <= SWAP_PROBE_BYTES // 2)
     if case.error < 0 and serialized and _swaps_rendezvous(plan, cal.rendezvous_nbytes):
@@ -432,7 +490,8 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
     if after > BUSY_WARNING and not warnings:
         warnings.append(f"the machine was {after:.0%} busy right after the run (other processes)")
     for c in cases:
-        c.cause = _diagnose(c, max(background, after), cal, case_plan(c.spec, p, c.nbytes), shaper)
+        c.cause = _diagnose(c, max(background, after), cal, case_plan(c.spec, p, c.nbytes), shaper,
+                            Trace.load(c.predicted_trace), host_rate_bps(G))
     return ValidationReport(topology=name, hosts=p, shaper=shaper, backend=backend, repeat=repeat, calibration=cal,
                             cases=cases, ranking=ranking, ranking_match=match, machine=_machine(),
                             date=time.strftime("%Y-%m-%d"), background_cpu=background,
