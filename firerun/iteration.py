@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -363,6 +363,7 @@ class IterationReport:
     firesim_buckets: list[int] = field(default_factory=list)  # firesim's own bucketing of the profile
     rank_cpu_share: list[float] = field(default_factory=list)  # per rank: speed in the job / one rank alone
     binding: list[list[int]] = field(default_factory=list)  # per rank: the cores its threads were bound to
+    calibration_spread: float = 0.0  # |before - after| / mean of the one-rank iteration around the job
 
     @property
     def replicas_identical(self) -> bool:
@@ -402,7 +403,8 @@ class IterationReport:
             f", eager window {format_bytes(tr['eager_window_nbytes'])}, rendezvous from "
             f"{'never' if tr['rendezvous_nbytes'] is None else format_bytes(tr['rendezvous_nbytes'])}, "
             f"{tr['message_overhead_s'] * 1e6:.0f} us per message")
-        t.caption = (f"(predicted in parentheses) alpha {self.net.get('alpha_s', 0) * 1e6:.0f} us, gamma "
+        t.caption = (f"(predicted in parentheses) one rank: the mean of a run before and one after the job "
+                     f"({self.calibration_spread:.0%} apart); alpha {self.net.get('alpha_s', 0) * 1e6:.0f} us, gamma "
                      f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B{transport}; predicted with DDP's buckets "
                      f"(firesim's own bucketing of the profile: "
                      f"{', '.join(format_bytes(n) for n in self.firesim_buckets)})"
@@ -414,6 +416,17 @@ class IterationReport:
 # ------------------------------------------------------------------------------------------------ the command
 def _load(out: Path, i: int) -> tuple[dict, Trace]:
     return json.loads((out / f"result-{i}.json").read_text()), Trace.load(out / f"trace-{i}.json")
+
+
+def _mean_calibration(before, after, threads: int) -> tuple[Breakdown, tuple, float]:
+    """The one-rank runs before and after the job, averaged: the machine's speed drifts by 10 % and more over
+    minutes, and the job sits between the two (breakdown, (bucket sizes, ready times), mean core share)."""
+    (a, (sizes, ready_a), load_a), (b, (sizes_b, ready_b), load_b) = before, after
+    if sizes != sizes_b:
+        raise RuntimeError(f"DDP formed different buckets in the two one-rank runs: {sizes} and {sizes_b}")
+    mean = Breakdown(**{f.name: (getattr(a, f.name) + getattr(b, f.name)) / 2 for f in fields(Breakdown)})
+    ready = tuple((x + y) / 2 for x, y in zip(ready_a, ready_b))
+    return mean, (sizes, ready), (load_a.speed(threads) + load_b.speed(threads)) / 2
 
 
 def _ranking_right(results: list[AlgoResult], tie: float = 0.02) -> bool | None:
@@ -456,17 +469,21 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
     threads = threads or max(1, cores // nproc)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="firerun-iteration-") as tmp:
-        cal_dir, job_dir = Path(tmp) / "calibration", Path(tmp) / "job"
-        cal_dir.mkdir()
+        job_dir = Path(tmp) / "job"
         job_dir.mkdir()
-        say(f"1/3 compute on one rank ({threads} thread(s)), {configs[0].steps} steps")
-        with OtherLoad(cores) as load_cal:
-            _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads, timeout_s),
-                       threads)
-        cal_result, cal_trace = _load(cal_dir, 0)
-        calibration = measured_breakdown(cal_trace, 1, skip)
-        buckets, ready_s = bucket_schedule(cal_trace, skip)
-        say(f"2/3 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
+
+        def calibrate(when: str) -> tuple[Breakdown, tuple, OtherLoad]:
+            cal_dir = Path(tmp) / f"calibration-{when}"
+            cal_dir.mkdir()
+            with OtherLoad(cores) as load:
+                _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads,
+                                    timeout_s), threads)
+            trace = _load(cal_dir, 0)[1]
+            return measured_breakdown(trace, 1, skip), bucket_schedule(trace, skip), load
+
+        say(f"1/4 compute on one rank ({threads} thread(s)), {configs[0].steps} steps")
+        before = calibrate("before")
+        say(f"2/4 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
             f"{', '.join(c.algo for c in configs)}")
         binding = core_binding(nproc, threads, os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
                                else range(cores))
@@ -478,9 +495,12 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
             else:
                 with EmulatedCluster(emulate) as cluster:
                     _run_emulated(cluster, spec, threads)
-        cpu_share = load_job.bound_speeds(binding) / load_cal.speed(threads)
         load_after = os.getloadavg()
-        say("3/3 firesim's prediction")
+        say(f"3/4 compute on one rank again ({threads} thread(s)), {configs[0].steps} steps")
+        after = calibrate("after")
+        calibration, (buckets, ready_s), cal_speed = _mean_calibration(before, after, threads)
+        cpu_share = load_job.bound_speeds(binding) / cal_speed
+        say("4/4 firesim's prediction")
         results, sims, traces = [], [], []
         net = _load(job_dir, 0)[0]["net"]
         topology, transport = None, None
@@ -510,7 +530,9 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
     report = IterationReport(
         model=configs[0].model, batch_per_worker=configs[0].batch, nproc=nproc,
         where="loopback" if graph is None else f"{graph.graph.get('name')} (emulated)", threads=threads,
-        cores=cores, cpu_share=float(np.mean(cpu_share)), background_threads=(load_cal.mean, load_job.mean),
+        cores=cores, cpu_share=float(np.mean(cpu_share)),
+        background_threads=((before[2].mean + after[2].mean) / 2, load_job.mean),
+        calibration_spread=abs(before[0].iteration_s - after[0].iteration_s) / calibration.iteration_s,
         calibration=calibration, net=net, results=results, skip=skip,
         steps=configs[0].steps, load_before=load_before, load_after=load_after, date=time.strftime("%Y-%m-%d"),
         ranking_right=_ranking_right(results), rank_cpu_share=cpu_share.tolist(), binding=binding,
