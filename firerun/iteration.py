@@ -77,8 +77,8 @@ def worker_main(spec_path: str) -> int:
                 from firerun.validate import probe_transport
 
                 net["transport_probes"] = probe_transport(ex, ex.rank, ex.size, spec["probe_goodput_Bps"])
-        for i, fields in enumerate(spec["configs"]):
-            r = train(ex, TrainConfig.make(**fields), check_every=1, step_barrier=True, record=True,
+        for i, config in enumerate(spec["configs"]):
+            r = train(ex, TrainConfig.make(**config), check_every=1, step_barrier=True, record=True,
                       threads=spec["threads"])
             if ex.rank == 0:
                 r.trace.save(out / f"trace-{i}.json")

@@ -532,10 +532,9 @@ def calibration_from_probes(results: dict, G: nx.Graph) -> Calibration:
     cal.rendezvous_nbytes = None if first is None else (0.0 if first == sizes[0] else float(first))
     extra = [waited[n][0] - waited[n][1] for n in sizes if first is not None and n >= first]
     cal.message_overhead_s = max(statistics.median(extra), 0.0) if extra else 0.0
-    if "swap-recv-first" in results["swap_s"]:  # what the engine predicts for the swap probe, with all the above
-        swap = simulate(_swap_plan(p, SWAP_PROBE_BYTES, True), H, alpha_s=alpha_s, gamma_s_per_byte=gamma,
-                        transport=cal.transport())
-        cal.swap_over_model = max(results["swap_s"]["swap-recv-first"] / swap.duration_s - 1, 0.0)
+    swap = simulate(_swap_plan(p, SWAP_PROBE_BYTES, True), H, alpha_s=alpha_s, gamma_s_per_byte=gamma,
+                    transport=cal.transport())  # the engine's time for the swap probe, with all the above
+    cal.swap_over_model = max(results["swap_s"]["swap-recv-first"] / swap.duration_s - 1, 0.0)
     return cal
 
 
@@ -760,12 +759,12 @@ def _swap_plan(p: int, nbytes: int, recv_first: bool) -> Plan:
     before) its send; an odd last rank idles. With one connection per pair, a receive posted after a send may
     only be announced to the peer behind the send's data (``swap_serialized``); a rendezvous protocol may run
     the two directions one after the other whatever the order (``swap_over_model``)."""
-    def program(me: int, peer: int, half: int) -> list:
+    def program(peer: int, half: int) -> list:
         if recv_first:
             return [("reduce", half, peer), ("send", 1 - half, peer), ("recv", 1 - half, peer), ("send", half, peer)]
         return [("send", 1 - half, peer), ("reduce", half, peer), ("send", half, peer), ("recv", 1 - half, peer)]
 
-    programs = [program(r, r ^ 1, r % 2) if (r ^ 1) < p else [("compute", -1, 0.0)] for r in range(p)]
+    programs = [program(r ^ 1, r % 2) if (r ^ 1) < p else [("compute", -1, 0.0)] for r in range(p)]
     return Plan.from_programs("swap-recv-first" if recv_first else "swap", nbytes, 2, programs, workers=2)
 
 
