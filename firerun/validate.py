@@ -314,9 +314,10 @@ def _swaps_rendezvous(plan: Plan, rendezvous_nbytes: float | None) -> bool:
     return any((b, a) in pairs for a, b in pairs)
 
 
-def _messages(trace: Trace) -> list[tuple[int, int, int, float, float, float]]:
-    """(src, dst, nbytes, send start, receive posted, arrival) of every message of a plan's trace: the k-th send
-    from a to b matches the k-th receive at b from a; arrival is the receive's end."""
+def _messages(trace: Trace) -> list[tuple[int, int, int, float, float, float, int, int]]:
+    """(src, dst, nbytes, send start, receive posted, arrival, send op, receive op) of every message of a plan's
+    trace (ops in program order): the k-th send from a to b matches the k-th receive at b from a; arrival is the
+    receive's end."""
     sends: dict[tuple[int, int], list[int]] = {}
     recvs: dict[tuple[int, int], list[int]] = {}
     for i, (r, o, q) in enumerate(zip(trace.rank.tolist(), trace.op.tolist(), trace.peer.tolist())):
@@ -324,7 +325,7 @@ def _messages(trace: Trace) -> list[tuple[int, int, int, float, float, float]]:
             sends.setdefault((r, q), []).append(i)
         elif o in (Op.RECV, Op.REDUCE):
             recvs.setdefault((q, r), []).append(i)
-    return [(a, b, int(trace.nbytes[s]), float(trace.t_start[s]), float(trace.t_start[t]), float(trace.t_end[t]))
+    return [(a, b, int(trace.nbytes[s]), float(trace.t_start[s]), float(trace.t_start[t]), float(trace.t_end[t]), s, t)
             for (a, b), ss in sends.items() for s, t in zip(ss, recvs.get((a, b), []))]
 
 
@@ -336,11 +337,12 @@ def _notice_behind_data(predicted: Trace, rendezvous_nbytes: float | None) -> st
         return ""
     msgs = _messages(predicted)
     worst = None
-    for a, b, n, _, posted, _ in msgs:  # a -> b, its receive posted by b
+    for a, b, n, _, posted, _, _, recv in msgs:  # a -> b, its receive posted by b
         if n < rendezvous_nbytes:
             continue
-        for src, dst, nb, start, _, arrival in msgs:
-            if (src, dst) == (b, a) and start < posted < arrival and (worst is None or arrival - posted > worst[0]):
+        for src, dst, nb, start, _, arrival, send, _ in msgs:  # b -> a, sent by b before it posts (program order)
+            if ((src, dst) == (b, a) and send < recv and start < posted < arrival
+                    and (worst is None or arrival - posted > worst[0])):
                 worst = (arrival - posted, b, a, nb)
     if worst is None or worst[0] < 0.02 * predicted.duration_s:
         return ""
@@ -352,8 +354,8 @@ def _fifo_egress(predicted: Trace) -> str:
     """Two messages of one sender to different peers on the wire at once: the model shares the sender's link
     between them; the emulator's egress is one byte FIFO that sends a message written first, first."""
     msgs = sorted(_messages(predicted), key=lambda m: m[3])
-    for i, (a, b, *_, arrival) in enumerate(msgs):
-        for a2, b2, _, start2, _, arrival2 in msgs[i + 1:]:
+    for i, (a, b, _, _, _, arrival, _, _) in enumerate(msgs):
+        for a2, b2, _, start2, _, arrival2, _, _ in msgs[i + 1:]:
             if a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s:
                 return (f"rank {a}'s messages to {b} and {b2} share its link in the model; the emulator's FIFO "
                         f"egress sends them one after the other")
