@@ -74,7 +74,7 @@ from firerun.emulate import (
 from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
 from firesim.io import dumps, write_json_atomic
-from firesim.plans import Op, Plan, algorithms, resolve, split_specs
+from firesim.plans import Op, Plan, algorithms, match_messages, resolve, split_specs
 from firesim.trace import Trace, compare
 
 __all__ = ["CaseResult", "ValidationReport", "case_plan", "default_specs", "estimate_seconds", "engine_topology",
@@ -314,28 +314,23 @@ def _swaps_rendezvous(plan: Plan, rendezvous_nbytes: float | None) -> bool:
     return any((b, a) in pairs for a, b in pairs)
 
 
-def _messages(trace: Trace) -> list[tuple[int, int, int, float, float, float, int, int]]:
-    """(src, dst, nbytes, send start, receive posted, arrival, send op, receive op) of every message of a plan's
-    trace (ops in program order): the k-th send from a to b matches the k-th receive at b from a; arrival is the
-    receive's end."""
-    sends: dict[tuple[int, int], list[int]] = {}
-    recvs: dict[tuple[int, int], list[int]] = {}
-    for i, (r, o, q) in enumerate(zip(trace.rank.tolist(), trace.op.tolist(), trace.peer.tolist())):
-        if o == Op.SEND:
-            sends.setdefault((r, q), []).append(i)
-        elif o in (Op.RECV, Op.REDUCE):
-            recvs.setdefault((q, r), []).append(i)
-    return [(a, b, int(trace.nbytes[s]), float(trace.t_start[s]), float(trace.t_start[t]), float(trace.t_end[t]), s, t)
-            for (a, b), ss in sends.items() for s, t in zip(ss, recvs.get((a, b), []))]
+def _messages(plan: Plan, trace: Trace) -> list[tuple[int, int, int, float, float, float, int, int]]:
+    """(src, dst, nbytes, send start, receive posted, arrival, send op, receive op) of every message of ``plan``
+    in ``trace`` (its ops in plan order; arrival is the receive's end)."""
+    partner = match_messages(plan)
+    sends = np.flatnonzero(plan.op == Op.SEND)
+    rank = plan.op_rank()
+    return [(int(rank[s]), int(plan.peer[s]), int(trace.nbytes[s]), float(trace.t_start[s]), float(trace.t_start[r]),
+             float(trace.t_end[r]), int(s), int(r)) for s, r in zip(sends.tolist(), partner[sends].tolist())]
 
 
-def _notice_behind_data(predicted: Trace, rendezvous_nbytes: float | None) -> str:
+def _notice_behind_data(plan: Plan, predicted: Trace, rendezvous_nbytes: float | None) -> str:
     """A receive the model lets its sender fill at once although, posted while the receiver's own data to that
     sender was still on their connection, its rendezvous notice (gloo: NOTIFY_RECV_READY) leaves behind that data
     (cause 1 of docs/validation.md, for receives a plan posts after a send to the same peer)."""
     if rendezvous_nbytes is None:
         return ""
-    msgs = _messages(predicted)
+    msgs = _messages(plan, predicted)
     worst = None
     for a, b, n, _, posted, _, _, recv in msgs:  # a -> b, its receive posted by b
         if n < rendezvous_nbytes:
@@ -350,10 +345,10 @@ def _notice_behind_data(predicted: Trace, rendezvous_nbytes: float | None) -> st
             f"{worst[3] / 2**20:.2g} MiB of its own to {worst[2]} are on their connection")
 
 
-def _fifo_egress(predicted: Trace) -> str:
+def _fifo_egress(plan: Plan, predicted: Trace) -> str:
     """Two messages of one sender to different peers on the wire at once: the model shares the sender's link
     between them; the emulator's egress is one byte FIFO that sends a message written first, first."""
-    msgs = sorted(_messages(predicted), key=lambda m: m[3])
+    msgs = sorted(_messages(plan, predicted), key=lambda m: m[3])
     for i, (a, b, _, _, _, arrival, _, _) in enumerate(msgs):
         for a2, b2, _, start2, _, arrival2, _, _ in msgs[i + 1:]:
             if a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s:
@@ -371,9 +366,9 @@ def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: P
         return ""
     causes = []
     if predicted is not None and case.error < 0:
-        causes.append(_notice_behind_data(predicted, cal.rendezvous_nbytes))
+        causes.append(_notice_behind_data(plan, predicted, cal.rendezvous_nbytes))
     if predicted is not None and case.error > 0:
-        causes.append(_fifo_egress(predicted))
+        causes.append(_fifo_egress(plan, predicted))
     if case.error < 0 and host_rate_bps >= EMULATION_LIMIT_SHARE * MAX_HOST_RATE_bps:
         causes.append(f"{host_rate_bps / 1e9:g} Gbit/s of shaped host links: the most this machine emulates")
     causes = [c for c in causes if c]

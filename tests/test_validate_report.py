@@ -136,20 +136,23 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     while its 2 MiB to 1 are still on their connection (gloo's notice behind data); a ring has neither."""
     cal = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0)
     star = engine_topology(load_topology(TOPOLOGIES / "star4-1g.yaml"))
-    tree = predict_case(case_plan("tree", 4, 1 << 20), star, cal)
-    assert _fifo_egress(tree) == ("rank 0's messages to 2 and 1 share its link in the model; the emulator's FIFO "
+    tree_plan = case_plan("tree", 4, 1 << 20)
+    tree = predict_case(tree_plan, star, cal)
+    assert _fifo_egress(tree_plan, tree) == ("rank 0's messages to 2 and 1 share its link in the model; the emulator's FIFO "
                                   "egress sends them one after the other")
     two_level = engine_topology(load_topology(TOPOLOGIES / "two-level-4.yaml"))
-    dbt = predict_case(case_plan("double_binary_tree", 4, 4 << 20), two_level, cal)
-    assert _notice_behind_data(dbt, 0.0) == ("receive announced behind data: rank 2 posts a receive from 1 while "
+    dbt_plan = case_plan("double_binary_tree", 4, 4 << 20)
+    dbt = predict_case(dbt_plan, two_level, cal)
+    assert _notice_behind_data(dbt_plan, dbt, 0.0) == ("receive announced behind data: rank 2 posts a receive from 1 while "
                                              "2 MiB of its own to 1 are on their connection")
-    assert _notice_behind_data(dbt, None) == ""  # no rendezvous: nothing waits for a notice
-    ring = predict_case(case_plan("ring", 4, 4 << 20), star, cal)
-    assert _fifo_egress(ring) == _notice_behind_data(ring, 0.0) == ""
+    assert _notice_behind_data(dbt_plan, dbt, None) == ""  # no rendezvous: nothing waits for a notice
+    ring_plan = case_plan("ring", 4, 4 << 20)
+    ring = predict_case(ring_plan, star, cal)
+    assert _fifo_egress(ring_plan, ring) == _notice_behind_data(ring_plan, ring, 0.0) == ""
     slow = _case("ring", 4 << 20, 0.4, 0.2)
-    assert _diagnose(slow, 0.0, cal, case_plan("ring", 4, 4 << 20), "htb", ring, 4e9).startswith(
+    assert _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 4e9).startswith(
         "4 Gbit/s of shaped host links: the most this machine emulates")
-    assert "emulates" not in _diagnose(slow, 0.0, cal, case_plan("ring", 4, 4 << 20), "htb", ring, 2e9)
+    assert "emulates" not in _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 2e9)
 
 
 def test_the_swap_probe_pairs_every_rank():
