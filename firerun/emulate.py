@@ -122,7 +122,8 @@ def _load(topology: str | os.PathLike | nx.Graph) -> tuple[nx.Graph, str]:
 
 def host_rate_bps(G: nx.Graph) -> float:
     """The hosts' link rates added up: what the machine's cores must shape (``MAX_HOST_RATE_bps``)."""
-    return sum(float(G.edges[e]["bandwidth_Bps"]) * 8 for h in G.graph["endpoints"] for e in G.edges(h))
+    hosts = [n for n, r in G.nodes(data="role") if r == "host"]
+    return sum(float(G.edges[e]["bandwidth_Bps"]) * 8 for h in hosts for e in G.edges(h))
 
 
 def check_emulable(G: nx.Graph) -> None:
