@@ -90,6 +90,7 @@ LATE_PROBE_BYTES = (256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20)  # one messag
 MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy probe is clipped to it
 SWAP_PROBE_BYTES = 8 << 20  # ranks 0-1, 2-3, ... swap 4 MiB halves both ways at once (rendezvous for MPI too)
 EMULATION_LIMIT_SHARE = 0.9  # host links at this share of what the machine shapes faithfully: named as a cause
+UNEQUAL_SHARE = 0.05  # one sender's messages measured this share of the run further apart than the model has them
 SWAP_SERIALIZED_CAUSE = 0.5  # the swap probe this much over the engine (1: one way after the other) names serialized swaps
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
@@ -345,20 +346,26 @@ def _notice_behind_data(plan: Plan, predicted: Trace, rendezvous_nbytes: float |
             f"{worst[3] / 2**20:.2g} MiB of its own to {worst[2]} are on their connection")
 
 
-def _fifo_egress(plan: Plan, predicted: Trace) -> str:
-    """Two messages of one sender to different peers on the wire at once: the model shares the sender's link
-    between them; the emulator's egress is one byte FIFO that sends a message written first, first."""
-    msgs = sorted(_messages(plan, predicted), key=lambda m: m[3])
-    for i, (a, b, _, _, _, arrival, _, _) in enumerate(msgs):
-        for a2, b2, _, start2, _, arrival2, _, _ in msgs[i + 1:]:
-            if a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s:
-                return (f"rank {a}'s messages to {b} and {b2} share its link in the model; the emulator's FIFO "
-                        f"egress sends them one after the other")
+def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str) -> str:
+    """Two messages of one sender to different peers on the wire at once share its link in the model, and one
+    arrived well before the other in the run (cause 6 of docs/validation.md): a tbf port is one byte FIFO that
+    sends the message written first, first; with htb each peer has its own class at the host's port."""
+    duration_s = float(measured.t_end.max() - measured.t_start.min())
+    got = _messages(plan, measured)
+    msgs = sorted(zip(_messages(plan, predicted), got), key=lambda m: m[0][3])
+    for i, ((a, b, _, _, _, arrival, _, _), (*_, arrived, _, _)) in enumerate(msgs):
+        for (a2, b2, _, start2, _, arrival2, _, _), (*_, arrived2, _, _) in msgs[i + 1:]:
+            if (a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s
+                    and abs(arrived - arrived2) - abs(arrival - arrival2) > UNEQUAL_SHARE * duration_s):
+                port = ("the tbf port is one FIFO: the message written first leaves first" if shaper == "tbf" else
+                        "its port has a class per peer: the two connections did not keep pace")
+                return (f"rank {a}'s messages to {b} and {b2} share its link in the model, measured "
+                        f"{abs(arrived - arrived2) * 1e3:.1f} ms apart ({port})")
     return ""
 
 
 def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str,
-              predicted: Trace | None = None, host_rate_bps: float = 0.0) -> str:
+              predicted: Trace | None = None, host_rate_bps: float = 0.0, measured: Trace | None = None) -> str:
     """Why a case misses its target, from what was measured beside the time (empty if it does not): the
     mechanisms docs/validation.md traces, where the calibration's swap probe or the predicted trace shows them in
     this case."""
@@ -367,8 +374,8 @@ def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: P
     causes = []
     if predicted is not None and case.error < 0:
         causes.append(_notice_behind_data(plan, predicted, cal.rendezvous_nbytes))
-    if predicted is not None and case.error > 0:
-        causes.append(_fifo_egress(plan, predicted))
+    if predicted is not None and measured is not None and case.error > 0:
+        causes.append(_unequal_sharing(plan, predicted, measured, shaper))
     if case.error < 0 and host_rate_bps >= EMULATION_LIMIT_SHARE * MAX_HOST_RATE_bps:
         causes.append(f"{host_rate_bps / 1e9:g} Gbit/s of shaped host links: the most this machine emulates")
     causes = [c for c in causes if c]
@@ -488,7 +495,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
         warnings.append(f"the machine was {after:.0%} busy right after the run (other processes)")
     for c in cases:
         c.cause = _diagnose(c, max(background, after), cal, case_plan(c.spec, p, c.nbytes), shaper,
-                            Trace.load(c.predicted_trace), host_rate_bps(G))
+                            Trace.load(c.predicted_trace), host_rate_bps(G), Trace.load(c.measured_trace))
     return ValidationReport(topology=name, hosts=p, shaper=shaper, backend=backend, repeat=repeat, calibration=cal,
                             cases=cases, ranking=ranking, ranking_match=match, machine=_machine(),
                             date=time.strftime("%Y-%m-%d"), background_cpu=background,

@@ -3,6 +3,7 @@ miss, the run-time estimate, and the report (docs/validation.md blocks, figures,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,10 +16,11 @@ from firerun.validate import (
     CaseResult,
     ValidationReport,
     _diagnose,
-    _fifo_egress,
+    _messages,
     _notice_behind_data,
     _rankings,
     _swap_plan,
+    _unequal_sharing,
     case_plan,
     default_specs,
     engine_topology,
@@ -132,14 +134,20 @@ def test_a_miss_names_the_mechanism_the_swap_probe_shows():
 
 def test_a_miss_names_what_the_predicted_trace_shows():
     """From the engine's own prediction: a binomial tree's root sends to two children at once (shared link in the
-    model, one FIFO in the emulator); the double binary tree on two-level-4 has rank 2 post a receive from 1
+    model; named where the measured trace has them arrive apart); the double binary tree on two-level-4 has rank 2 post a receive from 1
     while its 2 MiB to 1 are still on their connection (gloo's notice behind data); a ring has neither."""
     cal = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0)
     star = engine_topology(load_topology(TOPOLOGIES / "star4-1g.yaml"))
     tree_plan = case_plan("tree", 4, 1 << 20)
     tree = predict_case(tree_plan, star, cal)
-    assert _fifo_egress(tree_plan, tree) == ("rank 0's messages to 2 and 1 share its link in the model; the emulator's FIFO "
-                                  "egress sends them one after the other")
+    first_written_first = dataclasses.replace(tree, t_end=tree.t_end.copy())
+    to_2 = next(r for *_, s, r in _messages(tree_plan, tree) if tree_plan.peer[s] == 2 and tree_plan.op_rank()[s] == 0)
+    first_written_first.t_end[to_2] -= 0.4 * tree.duration_s  # measured: the root's data to 2 arrives well before 1's
+    assert _unequal_sharing(tree_plan, tree, first_written_first, "tbf") == (
+        f"rank 0's messages to 2 and 1 share its link in the model, measured {0.4 * tree.duration_s * 1e3:.1f} ms apart "
+        "(the tbf port is one FIFO: the message written first leaves first)")
+    assert "class per peer" in _unequal_sharing(tree_plan, tree, first_written_first, "htb")
+    assert _unequal_sharing(tree_plan, tree, tree, "tbf") == ""  # measured as the model has it: nothing to name
     two_level = engine_topology(load_topology(TOPOLOGIES / "two-level-4.yaml"))
     dbt_plan = case_plan("double_binary_tree", 4, 4 << 20)
     dbt = predict_case(dbt_plan, two_level, cal)
@@ -148,7 +156,7 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     assert _notice_behind_data(dbt_plan, dbt, None) == ""  # no rendezvous: nothing waits for a notice
     ring_plan = case_plan("ring", 4, 4 << 20)
     ring = predict_case(ring_plan, star, cal)
-    assert _fifo_egress(ring_plan, ring) == _notice_behind_data(ring_plan, ring, 0.0) == ""
+    assert _unequal_sharing(ring_plan, ring, ring, "tbf") == _notice_behind_data(ring_plan, ring, 0.0) == ""
     slow = _case("ring", 4 << 20, 0.4, 0.2)
     assert _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 4e9).startswith(
         "4 Gbit/s of shaped host links: the most this machine emulates")
