@@ -502,7 +502,8 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         cpu_share = load_job.bound_speeds(binding) / cal_speed
         say("4/4 firesim's prediction")
         results, sims, traces = [], [], []
-        net = _load(job_dir, 0)[0]["net"]
+        loaded = [_load(job_dir, i) for i in range(len(configs))]
+        net = loaded[0][0]["net"]
         topology, transport = None, None
         if graph is not None:  # the transport firerun validate would calibrate, from the same probes
             cal = calibration_from_probes(net.pop("transport_probes"), graph)
@@ -510,8 +511,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
             net.update(alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte, transport={
                 "eager_window_nbytes": cal.buffered_bytes, "rendezvous_nbytes": cal.rendezvous_nbytes,
                 "message_overhead_s": cal.message_overhead_s, "peak_bandwidth_Bps": cal.peak_bandwidth_Bps})
-        for i, cfg in enumerate(configs):
-            res, trace = _load(job_dir, i)
+        for cfg, (res, trace) in zip(configs, loaded, strict=True):
             workers = int(res["workers"])
             measured = measured_breakdown(trace, workers, skip)
             sim = predict_iteration(cfg, workers, calibration, buckets, ready_s, net, topology, cpu_share,

@@ -25,9 +25,9 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 
 Scaling = Literal["none", "linear", "sqrt"]
 Decay = Literal["constant", "poly", "step", "cosine"]
@@ -66,10 +66,7 @@ class Recipe(BaseModel):
     @classmethod
     def make(cls, **fields) -> Recipe:
         """Validate with one-line errors (``UserError``) instead of pydantic's report."""
-        try:
-            return cls(**fields)
-        except ValidationError as err:
-            raise UserError(f"recipe: {validation_line(err)}") from None
+        return validated(cls, fields, "recipe")
 
     @property
     def peak_lr(self) -> float:

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from firerun import checkpoint
@@ -40,7 +40,7 @@ from firerun.data import Dataset, Sampler, load_dataset
 from firerun.ddp import PlanHook, plan_hook
 from firerun.executor import Executor
 from firerun.recipe import Decay, Recipe, Scaling, set_lr
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.trace import Phase, Trace, TraceHeader, software_versions
 
 MiB = 1 << 20
@@ -76,10 +76,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def make(cls, **fields) -> TrainConfig:
-        try:
-            return cls(**fields)
-        except ValidationError as err:
-            raise UserError(f"train: {validation_line(err)}") from None
+        return validated(cls, fields, "train")
 
     def recipe(self, workers: int) -> Recipe:
         global_batch = self.batch * workers * self.accumulation

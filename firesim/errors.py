@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class UserError(ValueError):
@@ -57,3 +59,11 @@ def validation_line(exc: ValidationError) -> str:
     where = error_location(tuple(err["loc"]))
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return one_line(f"{where}: {error_reason(err)}{more}" if where else f"{error_reason(err)}{more}")
+
+
+def validated(model: type[ModelT], data: Any, what: str) -> ModelT:
+    """``model.model_validate(data)``, or a one-line ``UserError`` '<what>: field.path: reason'."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{what}: {validation_line(err)}") from None

@@ -13,11 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firesim.compute import DEFAULT_OVERHEADS, DTYPE_NBYTES, Overheads, fit_efficiency, precision, step_time
 from firesim.config import read_yaml
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.hardware import Catalog, Cluster, load_catalog
 from firesim.training import iteration
 from firesim.workload import load_workload
@@ -67,10 +67,7 @@ def load_figures() -> tuple[PublishedFigure, ...]:
     """The packaged figures, in file order."""
     path = Path(str(resources.files("firesim") / "data" / "throughput.yaml"))
     data = read_yaml(path)
-    try:
-        return tuple(PublishedFigure.model_validate(row) for row in data["figures"])
-    except ValidationError as err:
-        raise UserError(f"{path}: {validation_line(err)}") from None
+    return tuple(validated(PublishedFigure, row, str(path)) for row in data["figures"])
 
 
 def figure_cluster(figure: PublishedFigure, catalog: Catalog | None = None) -> Cluster:

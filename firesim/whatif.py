@@ -24,9 +24,9 @@ from typing import Annotated
 
 import networkx as nx
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.units import format_rate, format_seconds, parse_options, parse_rate, parse_seconds
 
 __all__ = ["LinkChange", "WhatIf", "parse_link", "parse_rank_speeds", "parse_stragglers", "parse_whatif"]
@@ -72,10 +72,7 @@ class LinkChange(BaseModel):
 
 
 def _validated(model, text: str, what: str):
-    try:
-        return model.model_validate(parse_options(text, what))
-    except ValidationError as err:
-        raise UserError(f"{what}: {validation_line(err)}") from None
+    return validated(model, parse_options(text, what), what)
 
 
 def parse_stragglers(text: str):

@@ -27,9 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.io import dumps, read_json
 
 __all__ = ["WORKLOAD_FORMAT", "LayerProfile", "ModelProfile", "list_workloads", "load_workload", "profiles_dir"]
@@ -159,10 +159,7 @@ def _parse(data, label: str) -> ModelProfile:
     if fmt not in (_V1, WORKLOAD_FORMAT):
         raise UserError(f"{label}: format {fmt!r} is not one this version reads ({_V1}, {WORKLOAD_FORMAT}); "
                         "regenerate it with `firerun profile`")
-    try:
-        return ModelProfile.model_validate(data)
-    except ValidationError as err:
-        raise UserError(f"{label}: {validation_line(err)}") from None
+    return validated(ModelProfile, data, label)
 
 
 def load_workload(spec: str | os.PathLike, seq_len: int | None = None) -> ModelProfile:

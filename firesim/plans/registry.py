@@ -36,11 +36,11 @@ from importlib.metadata import entry_points
 from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from firesim import analytic
 from firesim.analytic import Levels
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.limits import MAX_OPS, check_ops
 from firesim.plans import builders
 from firesim.plans.ir import Plan
@@ -261,11 +261,8 @@ def resolve(spec: str | Choice, *, workers: int | None = None, ranks_per_node: i
     raw: dict[str, Any] = {**parse_options(rest, f"algo {spec}"), **options}
     if ranks_per_node is not None and "ranks_per_node" in algorithm.options.model_fields:
         raw.setdefault("ranks_per_node", ranks_per_node)
-    try:
-        validated = algorithm.options.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(f"algo {spec}: {validation_line(err)}") from None
-    choice = Choice(algorithm, validated)
+    options = validated(algorithm.options, raw, f"algo {spec}")
+    choice = Choice(algorithm, options)
     return choice.check(workers) if workers is not None else choice
 
 

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firesim.cluster import allreduce_seconds
 from firesim.config import read_yaml
-from firesim.errors import UserError, validation_line
+from firesim.errors import UserError, validated
 from firesim.hardware import Catalog, Cluster, Link, comm_params, load_catalog, resolve_cluster
 from firesim.plans import resolve, split_specs
 from firesim.training import predict
@@ -132,10 +132,8 @@ def load_setup(path: str | Path | None = None, **overrides) -> PaperSetup:
         raise UserError(f"{path}: expected a mapping of PaperSetup fields")
     if "training" in data and isinstance(data["training"], dict):
         data["training"] = {**DEFAULT_TRAINING, **data["training"]}
-    try:
-        return PaperSetup.model_validate({**data, **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as err:
-        raise UserError(f"{path or 'paper setup'}: {validation_line(err)}") from None
+    return validated(PaperSetup, {**data, **{k: v for k, v in overrides.items() if v is not None}},
+                     str(path or "paper setup"))
 
 
 # ----------------------------------------------------------------------------------------------- (a)
