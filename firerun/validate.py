@@ -325,10 +325,20 @@ def _messages(plan: Plan, trace: Trace) -> list[tuple[int, int, int, float, floa
              float(trace.t_end[r]), int(s), int(r)) for s, r in zip(sends.tolist(), partner[sends].tolist())]
 
 
+def _issued_apart(plan: Plan, send: int, recv: int) -> bool:
+    """Whether the executor issues ``recv`` in a later pass than the earlier ``send`` of the same rank: a send or
+    compute between them in program order on the send's chunks waits for it (``_Rank.advance``), even where the
+    model, whose send completes at once, has the two at one instant."""
+    lo, hi = plan.chunk[send], plan.chunk[send] + plan.span[send]
+    between = np.arange(send + 1, recv)
+    waits = (plan.op[between] == Op.SEND) | (plan.op[between] == Op.COMPUTE)
+    return bool(np.any(waits & (plan.chunk[between] < hi) & (plan.chunk[between] + plan.span[between] > lo)))
+
+
 def _notice_behind_data(plan: Plan, predicted: Trace, rendezvous_nbytes: float | None) -> str:
     """A receive the model lets its sender fill at once although, posted while the receiver's own data to that
     sender was still on their connection, its rendezvous notice (gloo: NOTIFY_RECV_READY) leaves behind that data
-    (cause 1 of docs/validation.md, for receives a plan posts after a send to the same peer)."""
+    (cause 1 of docs/validation.md, for receives a plan posts after a send to the same peer, in a later pass)."""
     if rendezvous_nbytes is None:
         return ""
     msgs = _messages(plan, predicted)
@@ -337,7 +347,8 @@ def _notice_behind_data(plan: Plan, predicted: Trace, rendezvous_nbytes: float |
         if n < rendezvous_nbytes:
             continue
         for src, dst, nb, start, _, arrival, send, _ in msgs:  # b -> a, sent by b before it posts (program order)
-            if ((src, dst) == (b, a) and send < recv and start < posted < arrival
+            if ((src, dst) == (b, a) and send < recv and posted < arrival
+                    and (start < posted or start == posted and _issued_apart(plan, send, recv))
                     and (worst is None or arrival - posted > worst[0])):
                 worst = (arrival - posted, b, a, nb)
     if worst is None or worst[0] < 0.02 * predicted.duration_s:

@@ -154,6 +154,14 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     assert _notice_behind_data(dbt_plan, dbt, 0.0) == ("receive announced behind data: rank 2 posts a receive from 1 while "
                                              "2 MiB of its own to 1 are on their connection")
     assert _notice_behind_data(dbt_plan, dbt, None) == ""  # no rendezvous: nothing waits for a notice
+    # 1 MiB: the model has rank 2's send to 1 and its receive from 1 at one instant (the send completes at once),
+    # the executor issues the receive a pass later (the send to 3 between them waits for the send to 1's chunk)
+    dbt_plan = case_plan("double_binary_tree", 4, 1 << 20)
+    assert _notice_behind_data(dbt_plan, predict_case(dbt_plan, two_level, cal), 0.0) == (
+        "receive announced behind data: rank 2 posts a receive from 1 while 0.5 MiB of its own to 1 are on their "
+        "connection")
+    hd_plan = case_plan("halving_doubling", 4, 1 << 20)  # swaps: receive and send in one pass, receive first
+    assert _notice_behind_data(hd_plan, predict_case(hd_plan, two_level, cal), 0.0) == ""
     ring_plan = case_plan("ring", 4, 4 << 20)
     ring = predict_case(ring_plan, star, cal)
     assert _unequal_sharing(ring_plan, ring, ring, "tbf") == _notice_behind_data(ring_plan, ring, 0.0) == ""
