@@ -631,7 +631,7 @@ def _targets(target: str, state_dir: Path) -> list[dict]:
 def up_cmd(topology: Annotated[Path, typer.Argument(help="Topology YAML.")],
            state_dir: Annotated[Path, typer.Option("--state-dir", parser=output_dir,
                                                    help="Where clusters record what they created.")] = STATE_DIR,
-           shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first) or tbf (one FIFO).")] = "htb",
+           shaper: Annotated[Literal["htb", "tbf"], typer.Option(help="htb (ACKs first, a class per peer at hosts) or tbf (one FIFO).")] = "htb",
            ) -> None:
     """Build the cluster and leave it running; prints its id, namespaces and addresses."""
     cluster = EmulatedCluster(topology, state_dir=state_dir, shaper=shaper)
