@@ -443,8 +443,8 @@ def train(
     = False,
     threads: Annotated[int | None, typer.Option(min=1, max=1024, help="torch threads per rank (default: cores / "
                                                 "local ranks).")] = None,
-    nproc: Annotated[int | None, typer.Option(min=1, max=4096, help="Measure vs predict: start NPROC ranks here (after a one-rank "
-                                                   "compute calibration) and print firesim's prediction beside "
+    nproc: Annotated[int | None, typer.Option(min=1, max=4096, help="Measure vs predict: start NPROC ranks here (after one-rank "
+                                                   "compute calibrations, one per rank at once) and print firesim's prediction beside "
                                                    "the measurement.")] = None,
     emulate: Annotated[Path | None, typer.Option(help="With --nproc: run the ranks on this emulated topology "
                                                       "(root; firerun.emulate).")] = None,

@@ -2,9 +2,11 @@
 
 One command, three runs, no fitting:
 
-1. **compute calibration**: the same training (model, micro-batch, buckets, thread count) on *one* rank, here,
-   with nothing to exchange: forward, backward, the optimizer step, the buckets DDP forms and when backward
-   produces each. This is what a user can measure on one device before buying more;
+1. **compute calibration**: the same training (model, micro-batch, buckets, thread count) as one-rank jobs,
+   here, with nothing to exchange: forward, backward, the optimizer step, the buckets DDP forms and when backward
+   produces each. One such job per rank of the job, all at once, each bound to the cores its rank will have:
+   the compute of one device as it runs beside the others (on a GPU node: each on its own device; here: ranks
+   sharing cores, which costs more than the share, below), before and after the job;
 2. **the job**: ``nproc`` ranks on loopback, or one rank per host of an emulated cluster (``firerun.emulate``:
    namespaces, veths, shaped links), each step starting at a barrier and traced (``firerun.train``), each rank
    bound to its cores (``core_binding``). It first measures the network constants the simulator needs: alpha
@@ -20,12 +22,14 @@ threads to cores round robin (as ``srun --cpu-bind=cores``), so every core carri
 left to the kernel, three ranks shared one core while one had the other to itself for tens of milliseconds. A
 bound thread runs at ``min(1, 1 / (threads on its core + B / C))`` of a core, with ``B`` runnable threads of
 other processes (``OtherLoad``: sampled during each run, the machine's running count less our own) spread over
-``C`` cores; the unbound one-rank calibration at ``min(1, C / (B + T))`` with ``T`` threads. The ratio of their
-means is each rank's speed factor (``cpu_share``) applied to the one-rank compute: 0.5 for 4 ranks of 1
-thread on an idle 2-core machine. It is derived from the core and thread counts and the other processes' load,
-not fitted to any time. It ignores the CPU that communication itself takes (gloo threads, the kernel's TCP
-stack, the emulator's shapers), which slows the compute it overlaps with; and other processes' load changes
-from second to second: run it on a quiet machine (the table reports the load).
+``C`` cores, in the job and in the calibration alike; the ratio of their means is each rank's speed factor
+(``cpu_share``) applied to the calibrated compute. The calibration runs bound as the job, so the share is in
+it (the ratio is 1.0 on a quiet machine), and so is what sharing costs beyond the share:
+two ranks time-sliced on one core refill each other's caches, at batch 4 forward took 22-35 % more CPU than
+alone and backward 13 % (batch 32: 0-7 %). It is derived from the core and thread counts and the other
+processes' load, not fitted to any time. It ignores the CPU that communication itself takes (gloo threads, the
+kernel's TCP stack, the emulator's shapers), which slows the compute it overlaps with; and other processes' load
+changes from second to second: run it on a quiet machine (the table reports the load).
 """
 
 from __future__ import annotations
@@ -90,8 +94,8 @@ def worker_main(spec_path: str) -> int:
 class OtherLoad:
     """Samples, while a run goes on, how many threads of *other* processes are runnable: the machine's running
     count (``/proc/loadavg``) less the running threads of this process and its descendants (the ranks).
-    ``speed(threads)`` is then the mean fraction of a core one of ``threads`` of ours got: the processor
-    sharing that slows a rank when other work competes for the cores."""
+    ``bound_speeds(binding)`` is then the mean fraction of a core each rank got: the processor sharing that
+    slows a rank when other work competes for its cores."""
 
     def __init__(self, cores: int, interval_s: float = 0.5):
         self.cores, self.interval_s = cores, interval_s
@@ -119,10 +123,6 @@ class OtherLoad:
     @property
     def mean(self) -> float:
         return float(np.mean(self.samples)) if self.samples else 0.0
-
-    def speed(self, threads: int) -> float:
-        """Mean share of a core of one of ``threads`` threads free to run on any core."""
-        return float(np.mean([min(1.0, self.cores / (b + threads)) for b in self.samples or [0]]))
 
     def bound_speeds(self, binding: Sequence[Sequence[int]]) -> np.ndarray:
         """Per rank, the mean share of a core its slowest thread gets when rank r's threads are bound to
@@ -361,9 +361,9 @@ class IterationReport:
     date: str = ""
     ranking_right: bool | None = None
     firesim_buckets: list[int] = field(default_factory=list)  # firesim's own bucketing of the profile
-    rank_cpu_share: list[float] = field(default_factory=list)  # per rank: speed in the job / one rank alone
+    rank_cpu_share: list[float] = field(default_factory=list)  # per rank: speed in the job / in the calibration
     binding: list[list[int]] = field(default_factory=list)  # per rank: the cores its threads were bound to
-    calibration_spread: float = 0.0  # |before - after| / mean of the one-rank iteration around the job
+    calibration_spread: float = 0.0  # |before - after| / mean of the calibrated iteration around the job
 
     @property
     def replicas_identical(self) -> bool:
@@ -403,7 +403,8 @@ class IterationReport:
             f", eager window {format_bytes(tr['eager_window_nbytes'])}, rendezvous from "
             f"{'never' if tr['rendezvous_nbytes'] is None else format_bytes(tr['rendezvous_nbytes'])}, "
             f"{tr['message_overhead_s'] * 1e6:.0f} us per message")
-        t.caption = (f"(predicted in parentheses) one rank: the mean of a run before and one after the job "
+        t.caption = (f"(predicted in parentheses) compute: one-rank runs, one per rank at once, bound as the job, "
+                     f"before and after it "
                      f"({self.calibration_spread:.0%} apart); alpha {self.net.get('alpha_s', 0) * 1e6:.0f} us, gamma "
                      f"{self.net.get('gamma_s_per_byte', 0) * 1e9:.2f} ns/B{transport}; predicted with DDP's buckets "
                      f"(firesim's own bucketing of the profile: "
@@ -418,15 +419,18 @@ def _load(out: Path, i: int) -> tuple[dict, Trace]:
     return json.loads((out / f"result-{i}.json").read_text()), Trace.load(out / f"trace-{i}.json")
 
 
-def _mean_calibration(before, after, threads: int) -> tuple[Breakdown, tuple, float]:
-    """The one-rank runs before and after the job, averaged: the machine's speed drifts by 10 % and more over
-    minutes, and the job sits between the two (breakdown, (bucket sizes, ready times), mean core share)."""
-    (a, (sizes, ready_a), load_a), (b, (sizes_b, ready_b), load_b) = before, after
-    if sizes != sizes_b:
-        raise RuntimeError(f"DDP formed different buckets in the two one-rank runs: {sizes} and {sizes_b}")
-    mean = Breakdown(**{f.name: (getattr(a, f.name) + getattr(b, f.name)) / 2 for f in fields(Breakdown)})
-    ready = tuple((x + y) / 2 for x, y in zip(ready_a, ready_b))
-    return mean, (sizes, ready), (load_a.speed(threads) + load_b.speed(threads)) / 2
+def _mean_breakdown(parts: Sequence[Breakdown]) -> Breakdown:
+    return Breakdown(**{f.name: float(np.mean([getattr(p, f.name) for p in parts])) for f in fields(Breakdown)})
+
+
+def _mean_calibration(runs: Sequence[tuple[Breakdown, tuple, np.ndarray]]) -> tuple[Breakdown, tuple, np.ndarray]:
+    """Calibration runs (each: breakdown, (bucket sizes, ready times), per-rank core share) averaged: the
+    machine's speed drifts by 10 % and more over minutes, and the job sits between the run before and after."""
+    sizes = {run[1][0] for run in runs}
+    if len(sizes) != 1:
+        raise RuntimeError(f"DDP formed different buckets in the one-rank runs: {sorted(sizes)}")
+    ready = tuple(float(x) for x in np.mean([run[1][1] for run in runs], axis=0))
+    return _mean_breakdown([run[0] for run in runs]), (sizes.pop(), ready), np.mean([run[2] for run in runs], axis=0)
 
 
 def _ranking_right(results: list[AlgoResult], tie: float = 0.02) -> bool | None:
@@ -446,8 +450,10 @@ def _ranking_right(results: list[AlgoResult], tie: float = 0.02) -> bool | None:
 def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.PathLike | None = None, skip: int = 3,
                         timeout_s: float = 600.0, threads: int | None = None, plot=None, trace_path=None,
                         chrome_path=None, log: Callable[[str], None] | None = None) -> IterationReport:
-    """Calibrate compute on one rank, run ``nproc`` ranks (loopback or emulated), predict, compare."""
+    """Calibrate compute (one-rank runs, one per rank at once, bound as the job), run ``nproc`` ranks (loopback
+    or emulated), predict, compare."""
     from firerun.emulate import EmulatedCluster, check_emulable
+    from firerun.launch import launch_alone
     from firerun.validate import calibration_from_probes, engine_topology, route_goodput_Bps
     from firesim.topology import load_topology
 
@@ -472,21 +478,31 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         job_dir = Path(tmp) / "job"
         job_dir.mkdir()
 
-        def calibrate(when: str) -> tuple[Breakdown, tuple, OtherLoad]:
-            cal_dir = Path(tmp) / f"calibration-{when}"
-            cal_dir.mkdir()
-            with OtherLoad(cores) as load:
-                _run_local(1, _spec(cal_dir, [configs[0].model_copy(update={"algo": "builtin"})], threads,
-                                    timeout_s), threads)
-            trace = _load(cal_dir, 0)[1]
-            return measured_breakdown(trace, 1, skip), bucket_schedule(trace, skip), load
-
-        say(f"1/4 compute on one rank ({threads} thread(s)), {configs[0].steps} steps")
-        before = calibrate("before")
-        say(f"2/4 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
-            f"{', '.join(c.algo for c in configs)}")
         binding = core_binding(nproc, threads, os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
                                else range(cores))
+        alone = configs[0].model_copy(update={"algo": "builtin"})
+
+        def calibrate(when: str) -> tuple[list[tuple[Breakdown, tuple, np.ndarray]], OtherLoad]:
+            """One one-rank job per rank, all at once, each bound to its rank's cores."""
+            dirs = [Path(tmp) / f"calibration-{when}-{r}" for r in range(nproc)]
+            specs = []
+            for r, d in enumerate(dirs):
+                d.mkdir()
+                specs.append(_spec(d, [alone], threads, timeout_s, binding=[binding[r]]))
+            with OtherLoad(cores) as load:
+                code = launch_alone([["train-worker", str(s)] for s in specs], timeout_s=JOB_TIMEOUT_S,
+                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            if code:
+                raise RuntimeError(f"the one-rank calibration runs failed (exit {code})")
+            traces = [_load(d, 0)[1] for d in dirs]
+            return [(measured_breakdown(t, 1, skip), bucket_schedule(t, skip), load.bound_speeds(binding))
+                    for t in traces], load
+
+        say(f"1/4 compute alone: {nproc} one-rank runs at once, bound as the ranks ({threads} thread(s)), "
+            f"{configs[0].steps} steps")
+        before, load_cal_before = calibrate("before")
+        say(f"2/4 {nproc} ranks on {'loopback' if graph is None else graph.graph.get('name')}: "
+            f"{', '.join(c.algo for c in configs)}")
         spec = _spec(job_dir, configs, threads, timeout_s,
                      None if graph is None else route_goodput_Bps(engine_topology(graph), 0, 1), binding)
         with OtherLoad(cores) as load_job:
@@ -496,9 +512,9 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
                 with EmulatedCluster(emulate) as cluster:
                     _run_emulated(cluster, spec, threads)
         load_after = os.getloadavg()
-        say(f"3/4 compute on one rank again ({threads} thread(s)), {configs[0].steps} steps")
-        after = calibrate("after")
-        calibration, (buckets, ready_s), cal_speed = _mean_calibration(before, after, threads)
+        say(f"3/4 compute alone again, {nproc} one-rank runs at once, {configs[0].steps} steps")
+        after, load_cal_after = calibrate("after")
+        calibration, (buckets, ready_s), cal_speed = _mean_calibration(before + after)
         cpu_share = load_job.bound_speeds(binding) / cal_speed
         say("4/4 firesim's prediction")
         results, sims, traces = [], [], []
@@ -531,8 +547,9 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         model=configs[0].model, batch_per_worker=configs[0].batch, nproc=nproc,
         where="loopback" if graph is None else f"{graph.graph.get('name')} (emulated)", threads=threads,
         cores=cores, cpu_share=float(np.mean(cpu_share)),
-        background_threads=((before[2].mean + after[2].mean) / 2, load_job.mean),
-        calibration_spread=abs(before[0].iteration_s - after[0].iteration_s) / calibration.iteration_s,
+        background_threads=((load_cal_before.mean + load_cal_after.mean) / 2, load_job.mean),
+        calibration_spread=abs(_mean_breakdown([b[0] for b in before]).iteration_s
+                               - _mean_breakdown([a[0] for a in after]).iteration_s) / calibration.iteration_s,
         calibration=calibration, net=net, results=results, skip=skip,
         steps=configs[0].steps, load_before=load_before, load_after=load_after, date=time.strftime("%Y-%m-%d"),
         ranking_right=_ranking_right(results), rank_cpu_share=cpu_share.tolist(), binding=binding,

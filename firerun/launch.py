@@ -35,9 +35,19 @@ BAD_INPUT = 2  # exit code of a rank that refused its input (one line, printed b
 
 def free_port() -> int:
     """A TCP port free right now on this host (the rendezvous binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free right now (for jobs started side by side): all bound at once."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def loopback_interface() -> str | None:
@@ -154,6 +164,20 @@ def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"]
     else:
         raise UserError(f"launcher: must be local or mpiexec, got {launcher!r}")
     return supervise(procs, names, grace_s=grace_s, timeout_s=timeout_s)
+
+
+def launch_alone(jobs: list[list[str]], *, grace_s: float = 3.0, timeout_s: float | None = None,
+                 env: dict | None = None) -> int:
+    """Run each ``firerun <args>`` of ``jobs`` as a one-rank job of its own (its own rendezvous port, no world in
+    common), all at once on this machine and supervised together; the exit code as ``launch``'s."""
+    check_local_ranks(len(jobs))
+    procs: list[subprocess.Popen] = []
+    for args, port in zip(jobs, free_ports(len(jobs))):
+        child = dict(local_job_env(dict(os.environ if env is None else env), port), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", GROUP_RANK="0", ROLE_RANK="0")
+        procs.append(subprocess.Popen(worker_command(args), env=child, start_new_session=True,
+                                      preexec_fn=_die_with_parent))
+    return supervise(procs, [f"job {i}" for i in range(len(jobs))], grace_s=grace_s, timeout_s=timeout_s)
 
 
 def supervise(procs: list[subprocess.Popen], names: list[str], *, grace_s: float,
