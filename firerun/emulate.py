@@ -435,7 +435,8 @@ class EmulatedCluster:
                  "netns", b.ns])
             for port in (a, b):
                 _sh(["ip", "-n", port.ns, "link", "set", port.ifname, "mtu", str(MTU_BYTES)])
-                peers = [a for h, a in self.addresses.items() if h != port.node] if port.node in self.addresses else []
+                peers = ([address for h, address in self.addresses.items() if h != port.node]
+                         if port.node in self.addresses else [])
                 for argv in _shaping_commands(port, self.shaper, self.queue_limit_bytes, peers):
                     _sh(argv)
                 if port.node not in self.addresses:

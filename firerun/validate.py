@@ -378,8 +378,8 @@ def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str)
 def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str,
               predicted: Trace | None = None, host_rate_bps: float = 0.0, measured: Trace | None = None) -> str:
     """Why a case misses its target, from what was measured beside the time (empty if it does not): the
-    mechanisms docs/validation.md traces, where the calibration's swap probe or the predicted trace shows them in
-    this case."""
+    mechanisms docs/validation.md traces, where the calibration's swap probe, the predicted trace or the measured
+    one shows them in this case."""
     if case.ok:
         return ""
     causes = []
