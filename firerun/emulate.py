@@ -543,10 +543,7 @@ class EmulatedCluster:
         traffic to the emulated interface. All namespaces share this machine's hostname and /dev/shm, so MPICH
         would move data between them through shared memory and bypass the emulated links: ``MPIR_CVAR_NOLOCAL=1``
         turns off MPICH's own shared memory and ``UCX_TLS=tcp,self`` UCX's (the mpich wheel's ch4:ucx
-        netmod), on ``UCX_NET_DEVICES=eth0``. Over TCP, UCX's default rendezvous scheme runs the large messages of
-        two pairs exchanging at once one after the other (the swap probe +97-102 % over the model at 0.2-1 Gbit/s);
-        the receiver-pull scheme (``UCX_RNDV_SCHEME=get_zcopy``, unless the caller's environment sets one) runs
-        them at once, as one pair alone (+1 %; docs/validation.md, cause 2).
+        netmod), on ``UCX_NET_DEVICES=eth0``.
         """
         import sys
 
@@ -561,9 +558,7 @@ class EmulatedCluster:
         return [mpiexec, "-launcher", "ssh", "-launcher-exec", str(standin),
                 "-hosts", ",".join(self.addresses[h] for h in self.hosts), "-iface", HOST_IFNAME,
                 "-n", str(len(self.hosts)), "-ppn", "1", "-genv", "MPIR_CVAR_NOLOCAL", "1",
-                "-genv", "UCX_TLS", "tcp,self", "-genv", "UCX_NET_DEVICES", HOST_IFNAME,
-                *([] if "UCX_RNDV_SCHEME" in os.environ else ["-genv", "UCX_RNDV_SCHEME", "get_zcopy"]),
-                *map(str, argv)]
+                "-genv", "UCX_TLS", "tcp,self", "-genv", "UCX_NET_DEVICES", HOST_IFNAME, *map(str, argv)]
 
     def argv_in(self, host: str | int, argv: Sequence[str]) -> list[str]:
         """The command line that runs ``argv`` inside the host's namespace."""
