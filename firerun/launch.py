@@ -149,10 +149,7 @@ def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"]
     names: list[str] = []
     if launcher == "local":
         for rank in range(nproc):
-            child = dict(base, RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
-                         LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", ROLE_RANK=str(rank))
-            procs.append(subprocess.Popen(worker_command(args), env=child, start_new_session=True,
-                                          preexec_fn=_die_with_parent))
+            procs.append(_start_local_rank(args, base, rank, nproc))
             names.append(f"rank {rank}")
     elif launcher == "mpiexec":
         mpiexec = mpiexec_path()
@@ -166,17 +163,20 @@ def launch(nproc: int, args: list[str], *, launcher: Literal["local", "mpiexec"]
     return supervise(procs, names, grace_s=grace_s, timeout_s=timeout_s)
 
 
+def _start_local_rank(args: list[str], base: dict, rank: int, nproc: int) -> subprocess.Popen:
+    """Rank ``rank`` of ``nproc`` on this machine: torchrun's variables on top of the job's ``base``."""
+    child = dict(base, RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc),
+                 GROUP_RANK="0", ROLE_RANK=str(rank))
+    return subprocess.Popen(worker_command(args), env=child, start_new_session=True, preexec_fn=_die_with_parent)
+
+
 def launch_alone(jobs: list[list[str]], *, grace_s: float = 3.0, timeout_s: float | None = None,
                  env: dict | None = None) -> int:
     """Run each ``firerun <args>`` of ``jobs`` as a one-rank job of its own (its own rendezvous port, no world in
     common), all at once on this machine and supervised together; the exit code as ``launch``'s."""
     check_local_ranks(len(jobs))
-    procs: list[subprocess.Popen] = []
-    for args, port in zip(jobs, free_ports(len(jobs))):
-        child = dict(local_job_env(dict(os.environ if env is None else env), port), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", GROUP_RANK="0", ROLE_RANK="0")
-        procs.append(subprocess.Popen(worker_command(args), env=child, start_new_session=True,
-                                      preexec_fn=_die_with_parent))
+    procs = [_start_local_rank(args, local_job_env(dict(os.environ if env is None else env), port), 0, 1)
+             for args, port in zip(jobs, free_ports(len(jobs)))]
     return supervise(procs, [f"job {i}" for i in range(len(jobs))], grace_s=grace_s, timeout_s=timeout_s)
 
 
