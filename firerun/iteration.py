@@ -522,7 +522,7 @@ def measure_and_predict(configs: Sequence, nproc: int, *, emulate: str | os.Path
         net = loaded[0][0]["net"]
         topology, transport = None, None
         if graph is not None:  # the transport firerun validate would calibrate, from the same probes
-            cal = calibration_from_probes(net.pop("transport_probes"), graph)
+            cal = calibration_from_probes(net.pop("transport_probes"), graph, "torch")
             topology, transport = engine_topology(graph, cal.peak_bandwidth_Bps), cal.transport()
             net.update(alpha_s=cal.alpha_s, gamma_s_per_byte=cal.gamma_s_per_byte, transport={
                 "eager_window_nbytes": cal.buffered_bytes, "rendezvous_nbytes": cal.rendezvous_nbytes,

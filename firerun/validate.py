@@ -161,13 +161,15 @@ class Calibration:
     swap_serialized: float = 0.0  # 0: a swap runs both ways at once; 1: one way after the other (see _swap_plan)
     swap_over_model: float = 0.0  # the receive-first swap probe's time over the engine's prediction of it, - 1
     pingpong_round_trip_s: list[float] = field(default_factory=list)
+    notice_behind_data: bool = False  # gloo: a receive's ready notice shares the pair's socket with data
 
     def transport(self):
         """The engine's ``Transport`` these measurements give."""
         from firesim.engine import Transport
 
         return Transport(rendezvous_nbytes=math.inf if self.rendezvous_nbytes is None else self.rendezvous_nbytes,
-                         eager_window_nbytes=float(self.buffered_bytes), message_overhead_s=self.message_overhead_s)
+                         eager_window_nbytes=float(self.buffered_bytes), message_overhead_s=self.message_overhead_s,
+                         notice_behind_data=self.notice_behind_data)
 
 
 def predict_case(plan: Plan, H: nx.Graph, cal: Calibration) -> Trace:
@@ -325,38 +327,6 @@ def _messages(plan: Plan, trace: Trace) -> list[tuple[int, int, int, float, floa
              float(trace.t_end[r]), int(s), int(r)) for s, r in zip(sends.tolist(), partner[sends].tolist())]
 
 
-def _issued_apart(plan: Plan, send: int, recv: int) -> bool:
-    """Whether the executor issues ``recv`` in a later pass than the earlier ``send`` of the same rank: a send or
-    compute between them in program order on the send's chunks waits for it (``_Rank.advance``), even where the
-    model, whose send completes at once, has the two at one instant."""
-    lo, hi = plan.chunk[send], plan.chunk[send] + plan.span[send]
-    between = np.arange(send + 1, recv)
-    waits = (plan.op[between] == Op.SEND) | (plan.op[between] == Op.COMPUTE)
-    return bool(np.any(waits & (plan.chunk[between] < hi) & (plan.chunk[between] + plan.span[between] > lo)))
-
-
-def _notice_behind_data(plan: Plan, predicted: Trace, rendezvous_nbytes: float | None) -> str:
-    """A receive the model lets its sender fill at once although, posted while the receiver's own data to that
-    sender was still on their connection, its rendezvous notice (gloo: NOTIFY_RECV_READY) leaves behind that data
-    (cause 1 of docs/validation.md, for receives a plan posts after a send to the same peer, in a later pass)."""
-    if rendezvous_nbytes is None:
-        return ""
-    msgs = _messages(plan, predicted)
-    worst = None
-    for a, b, n, _, posted, _, _, recv in msgs:  # a -> b, its receive posted by b
-        if n < rendezvous_nbytes:
-            continue
-        for src, dst, nb, start, _, arrival, send, _ in msgs:  # b -> a, sent by b before it posts (program order)
-            if ((src, dst) == (b, a) and send < recv and posted < arrival
-                    and (start < posted or start == posted and _issued_apart(plan, send, recv))
-                    and (worst is None or arrival - posted > worst[0])):
-                worst = (arrival - posted, b, a, nb)
-    if worst is None or worst[0] < 0.02 * predicted.duration_s:
-        return ""
-    return (f"receive announced behind data: rank {worst[1]} posts a receive from {worst[2]} while "
-            f"{worst[3] / 2**20:.2g} MiB of its own to {worst[2]} are on their connection")
-
-
 def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str) -> str:
     """Two messages of one sender to different peers on the wire at once share its link in the model, and one
     arrived well before the other in the run (cause 6 of docs/validation.md): a tbf port is one byte FIFO that
@@ -383,8 +353,6 @@ def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: P
     if case.ok:
         return ""
     causes = []
-    if predicted is not None and case.error < 0:
-        causes.append(_notice_behind_data(plan, predicted, cal.rendezvous_nbytes))
     if predicted is not None and measured is not None and case.error > 0:
         causes.append(_unequal_sharing(plan, predicted, measured, shaper))
     if case.error < 0 and host_rate_bps >= EMULATION_LIMIT_SHARE * MAX_HOST_RATE_bps:
@@ -477,7 +445,7 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
             f"cases x {warmup}+{repeat}")
         _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
     results = json.loads((out / "results.json").read_text())
-    cal = calibration_from_probes(results, G)
+    cal = calibration_from_probes(results, G, backend)
     H = engine_topology(G, cal.peak_bandwidth_Bps)
     cases = []
     for case in results["cases"]:
@@ -513,9 +481,11 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
                             wall_s=time.monotonic() - started, warnings=warnings)
 
 
-def calibration_from_probes(results: dict, G: nx.Graph) -> Calibration:
+def calibration_from_probes(results: dict, G: nx.Graph, backend: str) -> Calibration:
     """The engine's inputs from the probes (see the module doc); the late-receive probes are compared with the
-    engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice."""
+    engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice. With
+    gloo (backend ``torch``) a receive's notice queues behind data (docs/engine.md, mechanism 6): gloo writes it
+    to the one socket of the pair; UCX's rendezvous handshake showed no such wait (docs/validation.md, cause 1)."""
     from firesim.engine import Transport, simulate
 
     alpha_s, gamma = float(results["alpha_s"]), float(results["gamma_s_per_byte"])
@@ -531,7 +501,8 @@ def calibration_from_probes(results: dict, G: nx.Graph) -> Calibration:
                       late_recv_s={str(n): float(t) for n, t in results["late_recv_s"].items()},
                       swap_serialized=min(max(results["swap_s"]["swap"] / results["swap_s"]["swap-recv-first"] - 1,
                                               0.0), 1.0),
-                      pingpong_round_trip_s=list(results["pingpong_round_trip_s"]))
+                      pingpong_round_trip_s=list(results["pingpong_round_trip_s"]),
+                      notice_behind_data=backend == "torch")
     waited = {}  # nbytes -> (measured, predicted as rendezvous without overhead)
     for n_str, measured in cal.late_recv_s.items():
         n = int(n_str)

@@ -187,6 +187,37 @@ def test_message_overhead_and_receive_copy():
     assert ends(tr) == pytest.approx([first, second, first + 2e-4, second + 3e-4], rel=1e-12)
 
 
+def test_a_notice_waits_behind_data_handed_over_in_an_earlier_pass():
+    # gloo writes NOTIFY_RECV_READY to the pair's one socket. Rank 0 hands rank 1 2 MB (posted for at 0),
+    # computes 0.5 ms, then posts its recv of rank 1's 2 MB: with notices behind data that notice leaves after
+    # the 2 MB, which arrive at 2 ms over 1 GB/s, so rank 1's data moves from 2 to 4 ms, not from 0.5 to 2.5
+    G = topo.star(2, bandwidth_Bps=1e9, latency_s=0.0)
+    plan = Plan.from_programs("behind", 4_000_000, 2, [
+        [("send", 0, 1), ("compute", -1, 0.5e-3), ("recv", 1, 1)], [("recv", 0, 0), ("send", 1, 0)]])
+    plain = both(plan, G, alpha_s=0.0, gamma_s_per_byte=0.0)
+    assert ends(plain) == pytest.approx([2e-3, 0.5e-3, 2.5e-3, 2e-3, 2.5e-3], rel=1e-12)
+    behind = both(plan, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(notice_behind_data=True))
+    assert ends(behind) == pytest.approx([2e-3, 0.5e-3, 4e-3, 2e-3, 4e-3], rel=1e-12)
+    # in one issue pass (send, then recv, at one instant) the executor posts the recv first: no wait, and a
+    # send-first swap runs both ways at once
+    swap = Plan.from_programs("swap", 4_000_000, 2, [[("send", 0, 1), ("recv", 1, 1)], [("send", 1, 0), ("recv", 0, 0)]])
+    assert ends(both(swap, G, alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(notice_behind_data=True))) == \
+        pytest.approx([2e-3] * 4, rel=1e-12)
+
+
+def test_a_recv_reached_only_after_its_peers_send_completed_is_a_later_pass():
+    # rank 0 sends chunk 0 to ranks 1 and 2 (the second send waits for the first, rule 3), then posts its recv
+    # from 1: all at t=0 in the model (the window returns the sends at once), but the recv is issued in a later
+    # pass, behind the 2 MB to rank 1, which share rank 0's link with the 2 MB to rank 2 and arrive at 4 ms
+    G = topo.star(3, bandwidth_Bps=1e9, latency_s=0.0)
+    plan = Plan.from_programs("apart", 4_000_000, 2, [
+        [("send", 0, 1), ("send", 0, 2), ("recv", 1, 1)], [("recv", 0, 0), ("send", 1, 0)], [("recv", 0, 0)]])
+    window = dict(alpha_s=0.0, gamma_s_per_byte=0.0, transport=Transport(eager_window_nbytes=math.inf))
+    assert ends(both(plan, G, **window)) == pytest.approx([0.0, 0.0, 2e-3, 4e-3, 0.0, 4e-3], abs=1e-15)
+    window["transport"] = Transport(eager_window_nbytes=math.inf, notice_behind_data=True)
+    assert ends(both(plan, G, **window)) == pytest.approx([0.0, 0.0, 6e-3, 4e-3, 4e-3, 4e-3], abs=1e-15)
+
+
 def token_line(burst_nbytes: float, *, efficiency: float = 1.0) -> nx.Graph:
     G = line(1e9)
     G.edges["n0", "n1"].update(burst_nbytes=burst_nbytes, peak_bandwidth_Bps=1e10, efficiency=efficiency)
@@ -220,6 +251,8 @@ def test_transport_arguments_are_checked():
         Transport(eager_window_nbytes=-1.0)
     with pytest.raises(UserError, match="message_overhead_s"):
         Transport(message_overhead_s=math.inf)
+    with pytest.raises(UserError, match="needs fifo_pairs"):
+        Transport(fifo_pairs=False, notice_behind_data=True)
     G = topo.star(4, bandwidth_Bps=1e9)
     G.edges["h0", "s0"]["burst_nbytes"] = 1e5
     with pytest.raises(UserError, match="peak_bandwidth_Bps"):
@@ -443,7 +476,8 @@ def _random_topology(draw, p: int):
 
 @st.composite
 def transports(draw) -> Transport:
-    return Transport(fifo_pairs=draw(st.booleans()),
+    fifo = draw(st.booleans())
+    return Transport(fifo_pairs=fifo, notice_behind_data=fifo and draw(st.booleans()),
                      eager_window_nbytes=draw(st.sampled_from([0.0, 0.0, 3000.0, 40000.0, math.inf])),
                      message_overhead_s=draw(st.sampled_from([0.0, 0.0, 2e-6])),
                      copy_s_per_byte=draw(st.sampled_from([0.0, 0.0, 1e-10])),
@@ -491,6 +525,37 @@ def scenarios(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_fast_engine_equals_reference(scenario):
+    plan, G, kw = scenario
+    assert_same(simulate(plan, G, **kw), simulate_reference(plan, G, **kw))
+
+
+@st.composite
+def exchanges(draw):
+    """Few ranks sending each other both ways, with notices behind data: undecided notices, ties and waits."""
+    p, chunks = draw(st.integers(2, 4)), draw(st.integers(1, 4))
+    b = PlanBuilder("exchanges", p, chunks * 4096 * draw(st.integers(1, 8)), chunks=chunks)
+    for _ in range(draw(st.integers(2, 24))):
+        src, dst, first = draw(st.integers(0, p - 1)), draw(st.integers(0, p - 2)), draw(st.integers(0, chunks - 1))
+        b.transfer(src, dst + (dst >= src), first, span=draw(st.integers(1, chunks - first)),
+                   reduce=draw(st.booleans()), step=draw(st.integers(0, 3)))
+        if draw(st.integers(0, 3)) == 0:
+            b.compute(draw(st.integers(0, p - 1)), draw(st.sampled_from([0.0, 1e-6, 3e-5])),
+                      step=draw(st.integers(0, 3)), chunk=draw(st.integers(-1, chunks - 1)))
+    plan = b.build()
+    transport = Transport(notice_behind_data=True,
+                          eager_window_nbytes=draw(st.sampled_from([0.0, 3000.0, 40000.0, math.inf])),
+                          rendezvous_nbytes=draw(st.sampled_from([0.0, 5000.0, 20000.0])),
+                          message_overhead_s=draw(st.sampled_from([0.0, 2e-6])))
+    kw = dict(alpha_s=draw(st.sampled_from([0.0, 1e-6])), gamma_s_per_byte=draw(st.sampled_from([0.0, 1e-10])),
+              beta_s_per_byte=1e-9, transport=transport)
+    if draw(st.booleans()):
+        kw["start_s"] = draw(st.lists(st.sampled_from([0.0, 1e-6, 1e-5]), min_size=p, max_size=p))
+    return plan, _random_topology(draw, p), kw
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exchanges())
+def test_fast_engine_equals_reference_with_notices_behind_data(scenario):
     plan, G, kw = scenario
     assert_same(simulate(plan, G, **kw), simulate_reference(plan, G, **kw))
 

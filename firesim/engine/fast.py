@@ -608,6 +608,19 @@ class _Run:
         if not self.all_on_arrival:
             self.hand = _Countdown(1 + msgs.rendezvous)  # sends that complete before arrival: the hand-over alone
             self.sent = _Countdown(1 + (msgs.watch >= 0))
+        # notices behind data (Transport.notice_behind_data): a rendezvous recv's notice waits for the arrival of
+        # the receiver's message ``behind`` if that was handed over in an earlier issue pass. Whether it was is
+        # a comparison of times the dataflow may not have reached yet: such notices stay undecided until it
+        # has, or until nothing known can still come before their post (``_settle``).
+        self.notices = bool((msgs.behind >= 0).any())
+        if self.notices:
+            waits = np.flatnonzero(msgs.behind >= 0)
+            self.dependents = _csr(msgs.behind[waits], waits, m)
+            self.handed = _Countdown(1 + msgs.rendezvous)
+            self.handover_s = np.full(m, np.nan)
+            self.arrival_s = np.full(m, np.nan)
+            self.post_s = np.full(m, np.nan)
+            self.notice_state = np.zeros(m, np.int8)  # 1: undecided, 2: waits for its ``behind`` to arrive
         self.network = None
         if not msgs.private.all():
             watchers = self.watchers if self.has_watches else (np.zeros(m + 1, np.int64), np.zeros(0, np.int64))
@@ -686,7 +699,10 @@ class _Run:
                     rdv = self.rendezvous[mine]
                     mine, when = mine[rdv], when[rdv]
                 if mine.size:
-                    self._hand_input(mine, when)
+                    if self.notices:
+                        self._post(mine, when)
+                    else:
+                        self._hand_input(mine, when)
             pc[ranks] = k
             live = k < stop
             if not live.all():
@@ -721,6 +737,8 @@ class _Run:
         """Send issued or recv posted at ``times``: the message's bytes can move a delay after both (or the
         send alone without rendezvous). A send that does not complete on arrival needs its hand-over time
         itself: those inputs go through ``hand`` first."""
+        if self.notices:
+            self._handed_input(msgs, times)
         if not self.all_on_arrival:
             own = ~self.on_arrival[msgs]
             if own.any():
@@ -731,6 +749,65 @@ class _Run:
                 msgs, times = msgs[~own], times[~own]
         if msgs.size:
             self._start_input(msgs, times + self.msgs.delay_s[msgs])
+
+    def _post(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """Rendezvous recvs posted at ``times``: the notice of those with a message to look behind is decided."""
+        has = self.msgs.behind[msgs] >= 0
+        if not has.all():
+            self._hand_input(msgs[~has], times[~has])
+        self.post_s[msgs[has]] = times[has]
+        self._decide(msgs[has])
+
+    def _decide(self, msgs: np.ndarray) -> None:
+        """Notices whose post is known: behind their message k if k's send completed before the recv could be
+        reached, or k was handed over strictly before the post; undecided while k's hand-over is not known."""
+        k, post = self.msgs.behind[msgs], self.post_s[msgs]
+        handed = self.handover_s[k]
+        queued = self.msgs.behind_apart[msgs] | (limit(handed) < post)  # NaN: not known yet
+        free = ~queued & ~np.isnan(handed)
+        if free.any():
+            self._hand_input(msgs[free], post[free])
+        arrived = self.arrival_s[k]
+        now = queued & ~np.isnan(arrived)
+        if now.any():
+            self._hand_input(msgs[now], np.maximum(post[now], arrived[now]))
+        self.notice_state[msgs[queued & ~now]] = 2
+        self.notice_state[msgs[~queued & ~free]] = 1
+
+    def _handed_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """Hand-over inputs (issue, notice): messages handed over now may decide the notices behind them."""
+        go, at = self.handed.input(msgs, times)
+        if not go.size:
+            return
+        self.handover_s[go] = at
+        waiting = self._dependents_in(go, 1)
+        if waiting.size:
+            self.notice_state[waiting] = 0
+            self._decide(waiting)
+
+    def _dependents_in(self, msgs: np.ndarray, state: int) -> np.ndarray:
+        ptr, ids = self.dependents
+        lo, hi = ptr[msgs], ptr[msgs + 1]
+        if not np.any(hi > lo):
+            return np.zeros(0, np.int64)
+        d = ids[expand_ranges(lo, hi)]
+        return d[self.notice_state[d] == state]
+
+    def _settle(self, bound: float) -> bool:
+        """At quiescence: every time the dataflow does not know yet comes after ``bound`` (the network's next
+        event) or after an undecided post. So the undecided notices posted first, if not after ``bound``,
+        look behind messages handed over no earlier than their post: not queued. Returns whether any were."""
+        undecided = np.flatnonzero(self.notice_state == 1)
+        if not undecided.size:
+            return False
+        post = self.post_s[undecided]
+        first = float(post.min())
+        if first > bound:
+            return False
+        go = undecided[post <= limit(first)]
+        self.notice_state[go] = 0
+        self._hand_input(go, self.post_s[go])
+        return True
 
     def _start_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
         """One input of ``start``: a hand-over input plus the delay (or the hand-over itself plus the delay),
@@ -780,6 +857,12 @@ class _Run:
             self.done.append((self.msgs.send[go], at))
 
     def _arrive(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        if self.notices:
+            self.arrival_s[msgs] = times
+            waiting = self._dependents_in(msgs, 2)
+            if waiting.size:
+                self.notice_state[waiting] = 0
+                self._hand_input(waiting, np.maximum(self.post_s[waiting], self.arrival_s[self.msgs.behind[waiting]]))
         ready, at = self.ops.input(self.msgs.recv[msgs], times)
         if ready.size:
             self._recv_done(ready, at)
@@ -815,6 +898,8 @@ class _Run:
         net = self.network
         if net is None:  # all connections private: pure dataflow
             self._dataflow()
+            while self.notices and self._settle(math.inf):
+                self._dataflow()
             return
         out = _Outputs()
         env = simpy.Environment(initial_time=min(0.0, float(self.s.start_s.min(initial=0.0))))
@@ -822,9 +907,11 @@ class _Run:
         def driver():
             while True:
                 self._dataflow()
+                t = math.inf if net.idle() else net.next_time()
+                if self.notices and self._settle(t):
+                    continue
                 if net.idle():
                     return
-                t = net.next_time()
                 if t == math.inf:
                     return  # messages wait for ones that never go: a deadlock, reported by the caller
                 if t > env.now:

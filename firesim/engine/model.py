@@ -15,7 +15,7 @@ import numpy as np
 from firesim import topology as topo
 from firesim.errors import UserError
 from firesim.limits import MAX_OPS, check_ops
-from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure
+from firesim.plans.ir import OP_NAMES, Op, Plan, check_structure, expand_ranges
 from firesim.plans.verify import PlanError, match_messages
 from firesim.trace import Trace, TraceHeader, software_versions
 
@@ -81,6 +81,12 @@ class Transport:
         does not pay).
     copy_s_per_byte: time per byte the receiver spends after the data arrived and before the recv
         completes (a copy out of the transport's buffers), on top of a reduce's gamma.
+    notice_behind_data: the receiver's ready notice for a rendezvous message travels on the connection of
+        the reverse pair, behind the data the receiver has already handed to it (gloo writes
+        NOTIFY_RECV_READY to the pair's one socket): a recv posted after the receiver handed its own
+        message to that peer (its latest send to it before the recv in program order) to the transport,
+        strictly earlier (in an earlier issue pass), lets the sender go only once that message has
+        arrived. Needs ``fifo_pairs``.
     """
 
     fifo_pairs: bool = True
@@ -88,10 +94,14 @@ class Transport:
     eager_window_nbytes: float = 0.0
     message_overhead_s: float = 0.0
     copy_s_per_byte: float = 0.0
+    notice_behind_data: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.fifo_pairs, bool):
-            raise UserError(f"transport.fifo_pairs: must be true or false, got {self.fifo_pairs!r}")
+        for name in ("fifo_pairs", "notice_behind_data"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"transport.{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.notice_behind_data and not self.fifo_pairs:
+            raise UserError("transport.notice_behind_data: needs fifo_pairs (a notice queues behind a connection's data)")
         for name in ("rendezvous_nbytes", "eager_window_nbytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
@@ -272,6 +282,8 @@ class Messages:
     watch: np.ndarray
     watch_remaining: np.ndarray
     private: np.ndarray  # bool: its connection can never meet another flow on a link (see plan_facts)
+    behind: np.ndarray  # per rendezvous message: the reverse pair's message its notice may queue behind (-1: none)
+    behind_apart: np.ndarray  # bool: the recv is issued a pass after that message's send (see notice_behind)
 
 
 def _connections(msg_pair: np.ndarray, fifo: bool, ordinal: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -364,8 +376,43 @@ def pair_index(keys: np.ndarray, ranks: int) -> tuple[np.ndarray, np.ndarray]:
     return distinct, index
 
 
-def plan_messages(order: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], pair: np.ndarray,
-                  nbytes_op: np.ndarray, net: Network, transport: Transport, alpha_s: float) -> Messages:
+def notice_behind(plan: Plan, rank: np.ndarray, sends: np.ndarray, recvs: np.ndarray,
+                  rendezvous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every rendezvous message a -> b: the message b -> a of b's latest send to a before the recv in b's
+    program (-1: none), behind whose data the recv's notice may queue (``Transport.notice_behind_data``), and
+    whether a send or compute between the two in b's program uses that send's chunks: then b reaches the recv
+    only once the send completed, in a later issue pass, even where both fall on one instant."""
+    m = sends.shape[0]
+    behind = np.full(m, -1, np.int64)
+    ops = np.concatenate([sends, recvs[rendezvous]])
+    if not ops.size:
+        return behind, np.zeros(m, bool)
+    message = np.concatenate([np.arange(m), np.flatnonzero(rendezvous)])
+    key = rank[ops].astype(np.int64) * plan.ranks + plan.peer[ops]
+    order = np.lexsort((ops, key))  # by (rank, peer), then program order
+    ops, key, message = ops[order], key[order], message[order]
+    at = np.arange(ops.shape[0])
+    group_start = np.maximum.accumulate(np.where(np.concatenate([[True], key[1:] != key[:-1]]), at, 0))
+    last_send = np.maximum.accumulate(np.where(plan.op[ops] == Op.SEND, at, -1))
+    found = (plan.op[ops] != Op.SEND) & (last_send >= group_start)
+    waiting, k = message[found], message[last_send[found]]
+    behind[waiting] = k
+    send_op, recv_op = sends[k], recvs[waiting]
+    between = expand_ranges(send_op + 1, recv_op)
+    lo = np.repeat(plan.chunk[send_op], recv_op - send_op - 1)
+    hi = lo + np.repeat(plan.span[send_op], recv_op - send_op - 1)
+    blocks = (((plan.op[between] == Op.SEND) | (plan.op[between] == Op.COMPUTE)) & (plan.chunk[between] >= 0)
+              & (plan.chunk[between] < hi) & (plan.chunk[between] + plan.span[between] > lo))
+    apart = np.zeros(m, bool)
+    if blocks.any():
+        owner = np.repeat(np.arange(waiting.shape[0]), recv_op - send_op - 1)
+        apart[waiting[np.unique(owner[blocks])]] = True
+    return behind, apart
+
+
+def plan_messages(plan: Plan, rank: np.ndarray, order: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                  pair: np.ndarray, nbytes_op: np.ndarray, net: Network, transport: Transport,
+                  alpha_s: float) -> Messages:
     sends, recvs, ordinal, _ = order
     nbytes = nbytes_op[sends].astype(np.float64)
     order, prev = _connections(pair, transport.fifo_pairs, ordinal)
@@ -389,9 +436,13 @@ def plan_messages(order: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], 
     else:
         pair_private = np.ones(len(links_per_pair), bool)
     private = pair_private[pair] if transport.fifo_pairs else links_per_pair[pair] == 0
+    if transport.notice_behind_data:
+        behind, apart = notice_behind(plan, rank, sends, recvs, rendezvous)
+    else:
+        behind, apart = np.broadcast_to(np.int64(-1), nbytes.shape), np.broadcast_to(False, nbytes.shape)
     return Messages(send=sends, recv=recvs, nbytes=nbytes, pair=pair, prev=prev, rendezvous=rendezvous,
                     delay_s=delay, on_arrival=rendezvous & (window == 0), watch=watch, watch_remaining=remaining,
-                    private=private)
+                    private=private, behind=behind, behind_apart=apart)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -461,7 +512,7 @@ def setup(plan: Plan, topology, *, alpha_s, gamma_s_per_byte, beta_s_per_byte, p
     pair_keys, pair = pair_index(sends[3], p)
     pairs = np.stack([pair_keys // p, pair_keys % p], axis=1)
     network = build_network(G, p, pairs, placement=placement, link_overrides=link_overrides, seed=seed)
-    messages = plan_messages(sends, pair, nbytes, network, transport, float(alpha_s))
+    messages = plan_messages(plan, rank, sends, pair, nbytes, network, transport, float(alpha_s))
     hardware = f"alpha={alpha_s:.4g}s gamma={gamma_s_per_byte:.4g}s/B"
     if topology is None:
         hardware += f" beta={beta_s_per_byte:.4g}s/B"

@@ -151,7 +151,6 @@ def run_reference(s: Setup):
                      for k, b in zip(op, s.nbytes.tolist())]
     env = simpy.Environment(initial_time=min(0.0, float(s.start_s.min(initial=0.0))))
     done = [env.event() for _ in range(n)]
-    posted = [env.event() for _ in range(n)]
     arrived = [env.event() for _ in range(msgs.send.shape[0])]
     watched = [env.event() for _ in range(msgs.send.shape[0])]
     net = _Network(env, s, arrived, watched)
@@ -188,10 +187,23 @@ def run_reference(s: Setup):
         yield env.timeout(float(msgs.delay_s[m]))
         net.activate(m)
 
+    handover_s = [math.nan] * msgs.send.shape[0]  # when each message's data was handed to the transport
+    noticed = [env.event() for _ in range(msgs.send.shape[0])]
+
+    def notice(m: int):
+        """The recv of m was just posted: its notice reaches m's sender now, or, if the receiver handed its own
+        message k to that sender over in an earlier issue pass (strictly earlier, or k's send completed
+        before the recv could be reached), once k has arrived."""
+        k = int(msgs.behind[m])
+        if k >= 0 and (msgs.behind_apart[m] or limit(handover_s[k]) < env.now):
+            yield arrived[k]
+        noticed[m].succeed()
+
     def sender(j: int):
         m = message_of[j]
         if msgs.rendezvous[m]:
-            yield posted[int(msgs.recv[m])]
+            yield noticed[m]
+        handover_s[m] = env.now
         env.process(hand_over(m))
         if msgs.on_arrival[m]:
             yield arrived[m]
@@ -219,7 +231,8 @@ def run_reference(s: Setup):
             before = earlier_on_chunks(j)
             if op[j] in (Op.RECV, Op.REDUCE):  # rule 2: posted at once, never blocks
                 t_start[j] = env.now
-                posted[j].succeed()
+                if msgs.rendezvous[message_of[j]]:
+                    env.process(notice(message_of[j]))
                 env.process(receiver(j, before))
             elif op[j] == Op.SEND:  # rule 3: the rank waits for the chunks, the transfer runs in background
                 yield env.all_of(before)
