@@ -327,21 +327,29 @@ def _messages(plan: Plan, trace: Trace) -> list[tuple[int, int, int, float, floa
              float(trace.t_end[r]), int(s), int(r)) for s, r in zip(sends.tolist(), partner[sends].tolist())]
 
 
-def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str) -> str:
-    """Two messages of one sender to different peers on the wire at once share its link in the model, and one
-    arrived well before the other in the run (cause 6 of docs/validation.md): a tbf port is one byte FIFO that
-    sends the message written first, first; with htb each peer has its own class at the host's port."""
+def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str, faster: bool = True) -> str:
+    """Two messages of one sender to different peers on the wire at once share a link in the model, and the run
+    delivered them in the other order, or (a run ``faster`` than the model: one of them early) further apart
+    (cause 6 of docs/validation.md): a tbf port is one byte FIFO that sends the message written first, first;
+    TCP connections through one port (a switch's FIFO, or a host's classes with htb) need not keep pace."""
     duration_s = float(measured.t_end.max() - measured.t_start.min())
     got = _messages(plan, measured)
     msgs = sorted(zip(_messages(plan, predicted), got), key=lambda m: m[0][3])
     for i, ((a, b, _, _, _, arrival, _, _), (*_, arrived, _, _)) in enumerate(msgs):
         for (a2, b2, _, start2, _, arrival2, _, _), (*_, arrived2, _, _) in msgs[i + 1:]:
+            model_gap, gap_run = arrival - arrival2, arrived - arrived2
             if (a2 == a and b2 != b and start2 < arrival and min(arrival, arrival2) - start2 > 0.02 * predicted.duration_s
-                    and abs(arrived - arrived2) - abs(arrival - arrival2) > UNEQUAL_SHARE * duration_s):
+                    and (model_gap * gap_run < 0 and abs(gap_run - model_gap) > UNEQUAL_SHARE * duration_s
+                         or faster and abs(gap_run) - abs(model_gap) > UNEQUAL_SHARE * duration_s)):
                 port = ("the tbf port is one FIFO: the message written first leaves first" if shaper == "tbf" else
-                        "its port has a class per peer: the two connections did not keep pace")
-                return (f"rank {a}'s messages to {b} and {b2} share its link in the model, measured "
-                        f"{abs(arrived - arrived2) * 1e3:.1f} ms apart ({port})")
+                        "connections through one port did not keep pace")
+
+                def gap(t1: float, t2: float, first: int, second: int) -> str:
+                    if abs(t1 - t2) < 0.001 * duration_s:
+                        return "together"
+                    return f"{abs(t1 - t2) * 1e3:.1f} ms apart, {first if t1 < t2 else second} first"
+                return (f"rank {a}'s messages to {b} and {b2} share a link in the model "
+                        f"({gap(arrival, arrival2, b, b2)}), measured {gap(arrived, arrived2, b, b2)} ({port})")
     return ""
 
 
@@ -353,8 +361,8 @@ def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: P
     if case.ok:
         return ""
     causes = []
-    if predicted is not None and measured is not None and case.error > 0:
-        causes.append(_unequal_sharing(plan, predicted, measured, shaper))
+    if predicted is not None and measured is not None:
+        causes.append(_unequal_sharing(plan, predicted, measured, shaper, case.error > 0))
     if case.error < 0 and host_rate_bps >= EMULATION_LIMIT_SHARE * MAX_HOST_RATE_bps:
         causes.append(f"{host_rate_bps / 1e9:g} Gbit/s of shaped host links: the most this machine emulates")
     causes = [c for c in causes if c]

@@ -142,10 +142,20 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     to_2 = next(r for *_, s, r in _messages(tree_plan, tree) if tree_plan.peer[s] == 2 and tree_plan.op_rank()[s] == 0)
     first_written_first.t_end[to_2] -= 0.4 * tree.duration_s  # measured: the root's data to 2 arrives well before 1's
     assert _unequal_sharing(tree_plan, tree, first_written_first, "tbf") == (
-        f"rank 0's messages to 2 and 1 share its link in the model, measured {0.4 * tree.duration_s * 1e3:.1f} ms apart "
-        "(the tbf port is one FIFO: the message written first leaves first)")
-    assert "class per peer" in _unequal_sharing(tree_plan, tree, first_written_first, "htb")
+        f"rank 0's messages to 2 and 1 share a link in the model (together), measured "
+        f"{0.4 * tree.duration_s * 1e3:.1f} ms apart, 2 first (the tbf port is one FIFO: the message written first "
+        "leaves first)")
+    assert "connections through one port did not keep pace" in _unequal_sharing(tree_plan, tree, first_written_first, "htb")
     assert _unequal_sharing(tree_plan, tree, tree, "tbf") == ""  # measured as the model has it: nothing to name
+    # a run slower than the model: only the other order counts (further apart may follow from the slowdown)
+    assert _unequal_sharing(tree_plan, tree, first_written_first, "tbf", faster=False) == ""
+    to_1 = next(r for *_, s, r in _messages(tree_plan, tree) if tree_plan.peer[s] == 1 and tree_plan.op_rank()[s] == 0)
+    two_first, one_first = (dataclasses.replace(tree, t_end=tree.t_end.copy()) for _ in range(2))
+    two_first.t_end[to_2] -= 0.1 * tree.duration_s
+    one_first.t_end[to_1] -= 0.1 * tree.duration_s
+    assert _unequal_sharing(tree_plan, two_first, one_first, "htb", faster=False) == (
+        f"rank 0's messages to 2 and 1 share a link in the model ({0.1 * tree.duration_s * 1e3:.1f} ms apart, 2 first), "
+        f"measured {0.1 * tree.duration_s * 1e3:.1f} ms apart, 1 first (connections through one port did not keep pace)")
     ring_plan = case_plan("ring", 4, 4 << 20)
     ring = predict_case(ring_plan, star, cal)
     assert _unequal_sharing(ring_plan, ring, ring, "tbf") == ""
