@@ -2,7 +2,8 @@
 TCP and the communication library do on top (docs/engine.md has the whole model and its measurements).
 
 Cost model. A message is *handed over* when its send has issued and (rendezvous protocol, from
-``rendezvous_nbytes`` up) its recv has been posted. After ``alpha_s`` (plus ``message_overhead_s`` for a
+``rendezvous_nbytes`` up) its recv has been posted (with ``notice_behind_data``, gloo: once the recv's notice
+has come through the reverse connection, behind the receiver's data handed over there in an earlier pass). After ``alpha_s`` (plus ``message_overhead_s`` for a
 rendezvous) and the latencies of its route, its bytes move as a flow
 over every directed link of the route; flows active on a link share its capacity (``bandwidth_Bps x
 efficiency``) max-min fairly, and rates are recomputed whenever a flow starts or ends. With ``fifo_pairs``
