@@ -20,6 +20,7 @@ from firerun.validate import (
     _rankings,
     _swap_plan,
     _unequal_sharing,
+    calibration_from_probes,
     case_plan,
     default_specs,
     engine_topology,
@@ -224,3 +225,16 @@ def test_report_folder_must_be_writable(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot write"):
         validate_report.check_writable(tmp_path / "file" / "docs")
+
+
+def test_the_calibration_models_gloos_notice_behind_data_and_not_mpis():
+    """The same probe results give the same transport but for the notice (gloo writes it behind its data)."""
+    mib = 1 << 20
+    results = {"alpha_s": 1e-4, "gamma_s_per_byte": 3e-11, "buffered_bytes": 2 * mib, "pingpong_round_trip_s": [2e-4],
+               "message_one_way_s": {str(mib): 9e-3, str(4 * mib): 35e-3},
+               "late_recv_s": {str(mib): 1e-3, str(4 * mib): 36e-3},
+               "swap_s": {"swap": 0.3, "swap-recv-first": 0.29}}
+    G = load_topology(TOPOLOGIES / "star4-1g.yaml")
+    gloo, mpi = (calibration_from_probes(results, G, backend).transport() for backend in ("torch", "mpi"))
+    assert gloo.notice_behind_data and not mpi.notice_behind_data
+    assert dataclasses.replace(gloo, notice_behind_data=False) == mpi
