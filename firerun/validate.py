@@ -493,7 +493,7 @@ def calibration_from_probes(results: dict, G: nx.Graph, backend: str) -> Calibra
     """The engine's inputs from the probes (see the module doc); the late-receive probes are compared with the
     engine's prediction of the same plans, so alpha, the wire and the token bucket are not counted twice. With
     gloo (backend ``torch``) a receive's notice queues behind data (docs/engine.md, mechanism 6): gloo writes it
-    to the one socket of the pair; UCX's rendezvous handshake showed no such wait (docs/validation.md, cause 1)."""
+    to the one socket of the pair; UCX's handshake is not traced, and no MPI case changes with it on."""
     from firesim.engine import Transport, simulate
 
     alpha_s, gamma = float(results["alpha_s"]), float(results["gamma_s_per_byte"])

@@ -83,10 +83,10 @@ class Transport:
         completes (a copy out of the transport's buffers), on top of a reduce's gamma.
     notice_behind_data: the receiver's ready notice for a rendezvous message travels on the connection of
         the reverse pair, behind the data the receiver has already handed to it (gloo writes
-        NOTIFY_RECV_READY to the pair's one socket): a recv posted after the receiver handed its own
-        message to that peer (its latest send to it before the recv in program order) to the transport,
-        strictly earlier (in an earlier issue pass), lets the sender go only once that message has
-        arrived. Needs ``fifo_pairs``.
+        NOTIFY_RECV_READY to the pair's one socket): a recv posted in a later issue pass than the
+        receiver's own message to that peer (its latest send to it before the recv in program order) was
+        handed over (strictly earlier, or a send or compute on that message's chunks lies between the two)
+        lets the sender go only once that message has arrived. Needs ``fifo_pairs``.
     """
 
     fifo_pairs: bool = True
