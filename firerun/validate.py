@@ -343,14 +343,17 @@ def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str,
                          or faster and abs(gap_run) - abs(model_gap) > UNEQUAL_SHARE * duration_s)):
                 port = ("the tbf port is one FIFO: the message written first leaves first" if shaper == "tbf" else
                         "connections through one port did not keep pace")
-
-                def gap(t1: float, t2: float, first: int, second: int) -> str:
-                    if abs(t1 - t2) < 0.001 * duration_s:
-                        return "together"
-                    return f"{abs(t1 - t2) * 1e3:.1f} ms apart, {first if t1 < t2 else second} first"
                 return (f"rank {a}'s messages to {b} and {b2} share a link in the model "
-                        f"({gap(arrival, arrival2, b, b2)}), measured {gap(arrived, arrived2, b, b2)} ({port})")
+                        f"({_apart(model_gap, b, b2, duration_s)}), measured {_apart(gap_run, b, b2, duration_s)} "
+                        f"({port})")
     return ""
+
+
+def _apart(gap_s: float, first: int, second: int, duration_s: float) -> str:
+    """How far apart two arrivals ``gap_s`` = (first's - second's) are, and which came first."""
+    if abs(gap_s) < 0.001 * duration_s:
+        return "together"
+    return f"{abs(gap_s) * 1e3:.1f} ms apart, {first if gap_s < 0 else second} first"
 
 
 def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: Plan, shaper: str,

@@ -531,7 +531,9 @@ def test_fast_engine_equals_reference(scenario):
 
 @st.composite
 def exchanges(draw):
-    """Few ranks sending each other both ways, with notices behind data: undecided notices, ties and waits."""
+    """Few ranks sending each other both ways, with notices behind data: undecided notices, ties and waits.
+    Not ``random_plans(max_ranks=4)``: its computes (<= 10 us) rarely post a recv a pass after a send, and it
+    exercises the rule in 2 % of plans against 9 % here (computes of 30 us, fewer steps, larger messages)."""
     p, chunks = draw(st.integers(2, 4)), draw(st.integers(1, 4))
     b = PlanBuilder("exchanges", p, chunks * 4096 * draw(st.integers(1, 8)), chunks=chunks)
     for _ in range(draw(st.integers(2, 24))):
