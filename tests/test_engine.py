@@ -218,6 +218,21 @@ def test_a_recv_reached_only_after_its_peers_send_completed_is_a_later_pass():
     assert ends(both(plan, G, **window)) == pytest.approx([0.0, 0.0, 6e-3, 4e-3, 4e-3, 4e-3], abs=1e-15)
 
 
+def test_a_notice_decided_with_the_message_it_waits_behind():
+    # found by the property test below: rank 1 posts its recvs of rank 0's last four messages (13.3 us) while its
+    # own send to 0 still waits for its notice, which waits behind rank 0's third message (arrival 12.3 us); that
+    # send is handed over, at 12.3 us, in the very step that decides those four notices, which must still see it
+    # and wait behind its data (16.4 us): rank 0's sends then arrive 20.5, 24.6, 28.7, 32.8 us, not 17.4-29.7 us
+    plan = Plan.from_programs("decided-together", 8192, 2, [
+        [("send", 0, 1), ("compute", 0, 0.0), ("send", 0, 1), ("compute", 0, 0.0), ("send", 1, 1),
+         ("compute", 1, 0.0), ("recv", 0, 1), ("send", 1, 1), ("send", 0, 1), ("send", 0, 1), ("send", 0, 1)],
+        [("recv", 0, 0), ("recv", 0, 0), ("recv", 1, 0), ("send", 0, 0), ("compute", 1, 1e-6), ("recv", 1, 0),
+         ("recv", 0, 0), ("recv", 0, 0), ("recv", 0, 0)]])
+    tr = both(plan, None, alpha_s=0.0, gamma_s_per_byte=0.0, beta_s_per_byte=1e-9,
+              transport=Transport(notice_behind_data=True))
+    assert ends(tr)[7:11] == pytest.approx([20.48e-6, 24.576e-6, 28.672e-6, 32.768e-6], rel=1e-12)
+
+
 def token_line(burst_nbytes: float, *, efficiency: float = 1.0) -> nx.Graph:
     G = line(1e9)
     G.edges["n0", "n1"].update(burst_nbytes=burst_nbytes, peak_bandwidth_Bps=1e10, efficiency=efficiency)

@@ -616,7 +616,7 @@ class _Run:
         if self.notices:
             waits = np.flatnonzero(msgs.behind >= 0)
             self.dependents = _csr(msgs.behind[waits], waits, m)
-            self.handed = _Countdown(1 + msgs.rendezvous)
+            self.handed = _Countdown(1 + msgs.rendezvous)  # hand-overs of the sends that complete on arrival
             self.handover_s = np.full(m, np.nan)
             self.arrival_s = np.full(m, np.nan)
             self.post_s = np.full(m, np.nan)
@@ -737,8 +737,6 @@ class _Run:
         """Send issued or recv posted at ``times``: the message's bytes can move a delay after both (or the
         send alone without rendezvous). A send that does not complete on arrival needs its hand-over time
         itself: those inputs go through ``hand`` first."""
-        if self.notices:
-            self._handed_input(msgs, times)
         if not self.all_on_arrival:
             own = ~self.on_arrival[msgs]
             if own.any():
@@ -746,8 +744,14 @@ class _Run:
                 if go.size:
                     self._sent_input(go, h)
                     self._start_input(go, h + self.msgs.delay_s[go])
+                    if self.notices:
+                        self._handed(go, h)
                 msgs, times = msgs[~own], times[~own]
         if msgs.size:
+            if self.notices:  # ``hand`` does not see these: their own countdown of the same inputs
+                go, h = self.handed.input(msgs, times)
+                if go.size:
+                    self._handed(go, h)
             self._start_input(msgs, times + self.msgs.delay_s[msgs])
 
     def _post(self, msgs: np.ndarray, times: np.ndarray) -> None:
@@ -765,22 +769,20 @@ class _Run:
         handed = self.handover_s[k]
         queued = self.msgs.behind_apart[msgs] | (limit(handed) < post)  # NaN: not known yet
         free = ~queued & ~np.isnan(handed)
-        if free.any():
-            self._hand_input(msgs[free], post[free])
         arrived = self.arrival_s[k]
         now = queued & ~np.isnan(arrived)
-        if now.any():
-            self._hand_input(msgs[now], np.maximum(post[now], arrived[now]))
+        # states first: a hand-over below may decide a notice of this very batch that looks behind it
         self.notice_state[msgs[queued & ~now]] = 2
         self.notice_state[msgs[~queued & ~free]] = 1
+        if free.any():
+            self._hand_input(msgs[free], post[free])
+        if now.any():
+            self._hand_input(msgs[now], np.maximum(post[now], arrived[now]))
 
-    def _handed_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
-        """Hand-over inputs (issue, notice): messages handed over now may decide the notices behind them."""
-        go, at = self.handed.input(msgs, times)
-        if not go.size:
-            return
-        self.handover_s[go] = at
-        waiting = self._dependents_in(go, 1)
+    def _handed(self, msgs: np.ndarray, times: np.ndarray) -> None:
+        """Messages handed over at ``times``: they may decide the notices waiting to look behind them."""
+        self.handover_s[msgs] = times
+        waiting = self._dependents_in(msgs, 1)
         if waiting.size:
             self.notice_state[waiting] = 0
             self._decide(waiting)
