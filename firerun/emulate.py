@@ -24,7 +24,8 @@ With ``htb`` a host's port also has one class per peer, taking turns of 64 KiB, 
 peers at once shares its link per flow as Linux's default ``fq_codel`` does (this kernel has no fq, fq_codel,
 sfq or drr); with one FIFO, 1 MiB written to one peer and then 1 MiB to another arrived at 8.4-8.8 ms and
 16.9-17.4 ms over 1 Gbit/s, with the classes at 14.7-18.6 and 17.2-20.1 ms. Switch ports stay one FIFO, as a
-switch's.
+switch's. Every host's TCP send buffer starts at its 4 MiB ceiling (``TCP_WMEM``), the size a busy connection
+grows to, so a send's eager window is the same in the first run of a job as in its thousandth.
 
 What cannot be emulated faithfully is refused with one line (``UserError``): more than 4 hosts or more than
 ~4 Gbit/s of host links (two cores cannot move more through veths and qdiscs), link latency (netem is not
@@ -79,6 +80,13 @@ TBF_BURST = f"{SHAPER_BURST_BYTES}b"
 QUEUE_LIMIT_BYTES = 4 << 20  # per port, in bytes (tc "limit 4mb")
 FAIR_QUANTUM_BYTES = 64 << 10  # htb's round-robin turn between the flows of one port: one GSO packet
 MTU_BYTES = 1500
+# Every connection's send buffer from its first byte at the size Linux's autotuning grows a busy one to and never
+# shrinks it from (tcp_wmem's ceiling, 4 MiB by default): min, default, max. With the default start (16 KiB)
+# the buffer grows with each connection's congestion window, so the eager window depended on what the job had
+# sent so far (``ss -tmi`` on chain3-mixed: h0 -> h1 69 KB, 1.59 MB after the calibration probes, then 2.27
+# and 4.19 MB during the cases); a long training job runs at the ceiling.
+TCP_SEND_BUFFER_BYTES = 4 << 20
+TCP_WMEM = f"4096 {TCP_SEND_BUFFER_BYTES} {TCP_SEND_BUFFER_BYTES}"
 # TCP payload per Ethernet frame that tbf counts: MSS 1448 (1500 - IP 20 - TCP 20 - timestamps 12) of 1514.
 TCP_GOODPUT_EFFICIENCY = 1448 / 1514
 # What two cores move through veths + bridges + shapers without the CPU becoming the bottleneck.
@@ -421,10 +429,11 @@ class EmulatedCluster:
             _sh(["ip", "netns", "add", namespace])  # fails if the name exists: never adopt a foreign one
             self._created.append(namespace)
             self._write_state()
-            # No IPv6 chatter (router solicitations) in the byte counters. TCP keeps the machine's defaults
-            # (bbr here): with the htb shaper it fills a link to within 1 % (measured on an idle machine).
+            # No IPv6 chatter (router solicitations) in the byte counters. TCP keeps the machine's congestion
+            # control (bbr here: with the htb shaper it fills a link to within 1 %, measured on an idle
+            # machine); its send buffer starts where a busy connection ends up (TCP_SEND_BUFFER_BYTES).
             _sh(["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                 "net.ipv6.conf.default.disable_ipv6=1"])
+                 "net.ipv6.conf.default.disable_ipv6=1", f"net.ipv4.tcp_wmem={TCP_WMEM}"])
             _sh(["ip", "-n", namespace, "link", "set", "lo", "up"])
             if self.graph.nodes[node]["role"] == "switch":
                 _sh(["ip", "-n", namespace, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0",

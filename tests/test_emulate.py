@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from firerun.emulate import TCP_GOODPUT_EFFICIENCY, EmulatedCluster, check_emulable, list_clusters
+from firerun.emulate import (
+    TCP_GOODPUT_EFFICIENCY,
+    TCP_SEND_BUFFER_BYTES,
+    EmulatedCluster,
+    check_emulable,
+    list_clusters,
+)
 from firesim.errors import UserError
 from firesim.topology import load_topology
 
@@ -248,6 +254,34 @@ def test_a_host_shares_its_link_between_peers(netns, tmp_path):
         for r in receivers:
             r.wait(timeout=30)
     assert first > 0.8 * second, (first, second)
+
+
+def test_a_fresh_connection_buffers_what_a_busy_one_does(netns, tmp_path):
+    """Every host's TCP send buffer starts at its ceiling, so the first 2 MiB written to a new connection return
+    before they could have crossed the link (the eager window does not depend on what the job sent before): 2 ms
+    here, of 88 ms on the wire. With Linux's default start (16 KiB, grown with the congestion window) the buffer
+    was 1.6 MB after the write and the write took 23-29 ms."""
+    topology = _pair(tmp_path, "200mbit")
+    with EmulatedCluster(topology, state_dir=tmp_path) as cluster:
+        receiver = cluster.run_in("b", [sys.executable, "-c", _ARRIVAL], stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout.readline().strip() == "listening"
+        sent = cluster.exec_in("a", [sys.executable, "-c", _WRITE_TIME, cluster.address("b")], timeout_s=60)
+        assert sent.returncode == 0, sent.stderr
+        receiver.stdout.readline()
+        receiver.wait(timeout=30)
+    sndbuf, write_s = sent.stdout.split()
+    assert int(sndbuf) == TCP_SEND_BUFFER_BYTES
+    wire_s = (2 << 20) / (200e6 / 8 * TCP_GOODPUT_EFFICIENCY)  # 88 ms
+    assert float(write_s) < wire_s / 8, (write_s, wire_s)
+
+
+_WRITE_TIME = """
+import socket, sys, time
+s = socket.socket(); s.settimeout(30); s.connect((sys.argv[1], 5001))
+t = time.perf_counter(); s.sendall(b"x" * (2 << 20)); t = time.perf_counter() - t
+print(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), t, flush=True)
+s.close()
+"""
 
 
 # ---------------------------------------------------------------------------------------------------------
