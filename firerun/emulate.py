@@ -80,11 +80,10 @@ TBF_BURST = f"{SHAPER_BURST_BYTES}b"
 QUEUE_LIMIT_BYTES = 4 << 20  # per port, in bytes (tc "limit 4mb")
 FAIR_QUANTUM_BYTES = 64 << 10  # htb's round-robin turn between the flows of one port: one GSO packet
 MTU_BYTES = 1500
-# Every connection's send buffer from its first byte at the size Linux's autotuning grows a busy one to and never
-# shrinks it from (tcp_wmem's ceiling, 4 MiB by default): min, default, max. With the default start (16 KiB)
-# the buffer grows with each connection's congestion window, so the eager window depended on what the job had
-# sent so far (``ss -tmi`` on chain3-mixed: h0 -> h1 69 KB, 1.59 MB after the calibration probes, then 2.27
-# and 4.19 MB during the cases); a long training job runs at the ceiling.
+# Every host's TCP send buffer starts at its ceiling (tcp_wmem: min, default, max), the size Linux's autotuning
+# grows a busy connection's to and never shrinks it from. From the default start (16 KiB) it grew with each
+# connection's congestion window, so the eager window depended on what the job had sent so far (``ss -tmi`` on
+# chain3-mixed: h0 -> h1 69 KB, 1.59 MB after the calibration probes, 2.27 and 4.19 MB during the cases).
 TCP_SEND_BUFFER_BYTES = 4 << 20
 TCP_WMEM = f"4096 {TCP_SEND_BUFFER_BYTES} {TCP_SEND_BUFFER_BYTES}"
 # TCP payload per Ethernet frame that tbf counts: MSS 1448 (1500 - IP 20 - TCP 20 - timestamps 12) of 1514.
