@@ -48,7 +48,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -70,6 +71,8 @@ __all__ = [
     "TCP_GOODPUT_EFFICIENCY",
     "check_emulable",
     "down_cluster",
+    "parse_ss",
+    "sampling_tcp",
     "emulate_app",
     "list_clusters",
 ]
@@ -86,6 +89,8 @@ MTU_BYTES = 1500
 # chain3-mixed: h0 -> h1 69 KB, 1.59 MB after the calibration probes, 2.27 and 4.19 MB during the cases).
 TCP_SEND_BUFFER_BYTES = 4 << 20
 TCP_WMEM = f"4096 {TCP_SEND_BUFFER_BYTES} {TCP_SEND_BUFFER_BYTES}"
+MIN_TCP_INTERVAL_s, MAX_TCP_SAMPLES = 0.05, 20_000  # sampling_tcp: ss in every namespace takes ~10 ms per host
+TCP_SAMPLES_FORMAT = "firerun-tcp-samples/1"
 # TCP payload per Ethernet frame that tbf counts: MSS 1448 (1500 - IP 20 - TCP 20 - timestamps 12) of 1514.
 TCP_GOODPUT_EFFICIENCY = 1448 / 1514
 # What two cores move through veths + bridges + shapers without the CPU becoming the bottleneck.
@@ -279,6 +284,46 @@ def _qdisc_bytes(namespace: str) -> dict[str, int]:
     done = _sh(["tc", "-s", "-j", "-n", namespace, "qdisc", "show"])
     return {q.get("dev", ""): int(q.get("bytes", 0)) for q in json.loads(done.stdout or "[]")
             if q.get("root") and q.get("kind") in ("tbf", "htb")}
+
+
+# tcp_info fields ``ss -tinmO`` prints as name:value, and the name each gets in a connection record
+_TCP_INFO_FIELDS = {"cwnd": "cwnd_segments", "mss": "mss_bytes", "bytes_acked": "bytes_acked",
+                    "bytes_received": "bytes_received", "bytes_retrans": "bytes_retransmitted",
+                    "busy": "busy_ms", "rwnd_limited": "rwnd_limited_ms", "sndbuf_limited": "sndbuf_limited_ms",
+                    "minrtt": "min_rtt_ms"}
+_SS_NUMBER = r"([0-9.]+)"
+TCP_RECORD_KEYS = ("local", "peer", "recv_queue_bytes", "send_queue_bytes", "send_buffer_bytes", "recv_buffer_bytes",
+                   "congestion_control", "rtt_ms", *_TCP_INFO_FIELDS.values(), "pacing_rate_bps", "delivery_rate_bps")
+
+
+def parse_ss(text: str) -> list[dict[str, Any]]:
+    """Connections from ``ss -tinmHO state established`` (one per line): addresses, the bytes not yet
+    acknowledged (Send-Q) and not yet read (Recv-Q), the send and receive buffers (``skmem`` tb, rb), the
+    congestion control, its window and RTT, and the kernel's time counters of what limited the sender
+    (``busy``, ``rwnd_limited``, ``sndbuf_limited``: send buffer and receive window; the rest of busy is the
+    congestion window). A field the kernel did not print is None."""
+    out = []
+    for line in text.splitlines():
+        head = line.split()
+        if len(head) < 4 or not head[0].isdigit():
+            continue
+        rec: dict[str, Any] = {"local": head[2], "peer": head[3], "recv_queue_bytes": int(head[0]),
+                               "send_queue_bytes": int(head[1])}
+        if m := re.search(r"skmem:\(([^)]*)\)", line):
+            mem = dict(re.findall(r"([a-z]+)(\d+)", m.group(1)))
+            rec["send_buffer_bytes"], rec["recv_buffer_bytes"] = int(mem.get("tb", 0)), int(mem.get("rb", 0))
+        if m := re.search(r"\)\s+([a-z_0-9]+)\s+wscale", line):
+            rec["congestion_control"] = m.group(1)
+        if m := re.search(rf"\srtt:{_SS_NUMBER}/", line):
+            rec["rtt_ms"] = float(m.group(1))
+        for name, key in _TCP_INFO_FIELDS.items():
+            if m := re.search(rf"\s{name}:{_SS_NUMBER}", line):
+                rec[key] = float(m.group(1)) if key.endswith("_ms") else int(m.group(1))
+        for name in ("pacing_rate", "delivery_rate"):
+            if m := re.search(rf"\s{name} {_SS_NUMBER}bps", line):
+                rec[f"{name}_bps"] = float(m.group(1))
+        out.append({k: rec.get(k) for k in TCP_RECORD_KEYS})
+    return out
 
 
 def _existing_namespaces() -> set[str]:
@@ -596,6 +641,12 @@ class EmulatedCluster:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     # ---- counters ------------------------------------------------------------------------------------------
+    def tcp_connections(self) -> list[dict[str, Any]]:
+        """Every established TCP connection of every host, as the kernel has it now (``parse_ss``)."""
+        return [{"host": h, **c} for h in self.hosts
+                for c in parse_ss(_sh(["ip", "netns", "exec", self.namespace(h), "ss", "-tinmHO", "state",
+                                       "established"]).stdout)]
+
     def link_bytes(self) -> dict[tuple[str, str], int]:
         """Wire bytes (Ethernet frames, as tbf counts them) sent so far on every directed link ``(u, v)``.
 
@@ -604,6 +655,40 @@ class EmulatedCluster:
         """
         by_ns = {ns: _qdisc_bytes(ns) for ns in sorted({p.ns for pair in self.links for p in pair})}
         return {(p.node, p.peer): by_ns[p.ns].get(p.ifname, 0) for pair in self.links for p in pair}
+
+
+@contextmanager
+def sampling_tcp(cluster: EmulatedCluster, path: str | os.PathLike, interval_s: float,
+                 max_samples: int = MAX_TCP_SAMPLES) -> Iterator[list[dict]]:
+    """Every host's TCP connections (``EmulatedCluster.tcp_connections``) every ``interval_s`` while the block
+    runs, at most ``max_samples`` times, written to ``path`` as JSON at its end: what each connection's window,
+    RTT and buffers were over a job (docs/validation.md, causes 3, 6 and 7). A sample runs ``ss`` in every host
+    namespace: on two cores, 0.2 s apart took about a fifth of the machine, so the job meanwhile runs slower."""
+    if not MIN_TCP_INTERVAL_s <= interval_s <= 60:
+        raise UserError(f"tcp sampling interval: between {MIN_TCP_INTERVAL_s:g} and 60 s, got {interval_s:g}")
+    samples: list[dict] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set() and len(samples) < max_samples:
+            try:
+                samples.append({"t_unix_s": time.time(), "connections": cluster.tcp_connections()})
+            except RuntimeError as e:  # a namespace going away under us: keep what we have
+                errors.append(str(e))
+                return
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, name="tcp-sampler", daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        write_json_atomic(path, {"format": TCP_SAMPLES_FORMAT, "topology": cluster.graph.graph.get("name", ""),
+                                 "interval_s": interval_s, "addresses": cluster.addresses, "errors": errors,
+                                 "samples": samples})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ The worker is this module run as ``python -m firerun.validate worker SPEC.json``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -68,8 +69,10 @@ from firerun.emulate import (
     TCP_GOODPUT_EFFICIENCY,
     EmulatedCluster,
     MAX_HOST_RATE_bps,
+    MIN_TCP_INTERVAL_s,
     check_emulable,
     host_rate_bps,
+    sampling_tcp,
 )
 from firesim.clikit import output_dir, output_file
 from firesim.errors import UserError
@@ -405,11 +408,12 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
              out_dir: str | os.PathLike | None = None, timeout_s: float = 600.0,
              state_dir: str | os.PathLike | None = None, shaper: str = "htb",
              queue_limit_bytes: int = QUEUE_LIMIT_BYTES, backend: str = "torch", log=None,
-             on_run: Callable[[str, int], None] | None = None) -> ValidationReport:
+             on_run: Callable[[str, int], None] | None = None, tcp_sample_s: float = 0.0) -> ValidationReport:
     """Measure and predict every (algorithm spec, size) on the emulated ``topology``; traces go to ``out_dir``.
 
     ``algos`` defaults to :func:`default_specs`. ``on_run(spec, nbytes)`` is called after every run (warm-up
-    or measured), for progress.
+    or measured), for progress. ``tcp_sample_s`` > 0: every connection's window, RTT and buffers that often
+    during the job, into ``out_dir``/tcp.json (``firerun.emulate.sampling_tcp``; slows the job).
     """
     from firesim.topology import load_topology
 
@@ -417,6 +421,8 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
         raise UserError(f"backend: 'torch' (gloo) or 'mpi' (mpi4py, MPICH), got {backend!r}")
     if repeat < 1 or warmup < 0:
         raise UserError(f"repeat: must be >= 1 (warmup >= 0), got {repeat} ({warmup})")
+    if tcp_sample_s and not MIN_TCP_INTERVAL_s <= tcp_sample_s <= 60:
+        raise UserError(f"tcp sampling: between {MIN_TCP_INTERVAL_s:g} and 60 s (0: off), got {tcp_sample_s:g}")
     sizes = [int(n) for n in sizes]
     if any(n < 4 or n % 4 for n in sizes):
         raise UserError(f"size: must be a positive multiple of 4 bytes (float32), got {sizes}")
@@ -454,7 +460,8 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
             (out / stale).unlink(missing_ok=True)
         say(f"cluster {cluster.id} up: {p} ranks on {name}, {shaper}, {backend}; running {len(spec['cases'])} "
             f"cases x {warmup}+{repeat}")
-        _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
+        with sampling_tcp(cluster, out / "tcp.json", tcp_sample_s) if tcp_sample_s else contextlib.nullcontext():
+            _run_ranks(cluster, spec_path, p, timeout_s, backend, on_run=on_run)
     results = json.loads((out / "results.json").read_text())
     cal = calibration_from_probes(results, G, backend)
     H = engine_topology(G, cal.peak_bandwidth_Bps)
@@ -950,6 +957,8 @@ def validate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="--topology: print JSON instead of a table.")] = False,
     quiet_wait: Annotated[float, typer.Option(min=0, max=3600, help="--suite: seconds to wait before each configuration for the "
                                                    "machine to be under 10 % busy (then run with a warning).")] = 300.0,
+    tcp_sample: Annotated[float, typer.Option(min=0, max=60, help="--topology: seconds between samples of every TCP connection's "
+                                              "window, RTT and buffers (ss) into tcp.json in --out; 0: off. Slows the run.")] = 0.0,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
     from firerun import validate_report
@@ -957,6 +966,8 @@ def validate_cmd(
 
     if (topology is None) == (suite is None):
         raise UserError("validate: give either --topology FILE or --suite FOLDER")
+    if tcp_sample and suite is not None:
+        raise UserError("validate: --tcp-sample goes with --topology (it slows the runs it watches)")
     if repeat < 1 or warmup < 0 or not quiet_wait >= 0:
         raise UserError(f"repeat: must be >= 1, warmup and quiet-wait >= 0, got {repeat}, {warmup}, {quiet_wait}")
     sizes = parse_size_list(size, what="size")
@@ -991,7 +1002,7 @@ def validate_cmd(
     log = None if as_json else (lambda msg: typer.echo(msg, err=True))
     try:
         report = validate(topology, specs, sizes, repeat=repeat, warmup=warmup, out_dir=out, shaper=shapers[0],
-                          backend=backends[0], log=log)
+                          backend=backends[0], log=log, tcp_sample_s=tcp_sample)
     except RuntimeError as err:  # a rank failed or the cluster could not be built: one line, exit 1
         typer.echo(f"firerun validate: {err}", err=True)
         raise typer.Exit(1) from None
@@ -1003,7 +1014,8 @@ def validate_cmd(
     typer.echo(validate_report.summary_line(report))
     typer.echo(validate_report.format_table(report))
     typer.echo(validate_report.summary_text([report], []))
-    typer.echo(f"traces (measured-*.json, predicted-*.json): {Path(report.cases[0].measured_trace).parent}")
+    typer.echo(f"traces (measured-*.json, predicted-*.json{', tcp.json' if tcp_sample else ''}): "
+               f"{Path(report.cases[0].measured_trace).parent}")
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)
 

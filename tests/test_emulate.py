@@ -21,6 +21,8 @@ from firerun.emulate import (
     EmulatedCluster,
     check_emulable,
     list_clusters,
+    parse_ss,
+    sampling_tcp,
 )
 from firesim.errors import UserError
 from firesim.topology import load_topology
@@ -280,6 +282,75 @@ import socket, sys, time
 s = socket.socket(); s.settimeout(30); s.connect((sys.argv[1], 5001))
 t = time.perf_counter(); s.sendall(b"x" * (2 << 20)); t = time.perf_counter() - t
 print(s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), t, flush=True)
+s.close()
+"""
+
+
+_SS = (
+    "100000 0      127.0.0.1:5077  127.0.0.1:37538 skmem:(r102496,rb131072,t0,tb4194304,f4000,w0,o0,bl0,d1) bbr "
+    "wscale:10,10 rto:204 rtt:0.022/0.011 ato:80 mss:32768 pmtu:65535 rcvmss:34518 advmss:65483 cwnd:10 "
+    "bytes_received:100000 segs_out:2 segs_in:6 data_segs_in:4 bbr:(bw:0bps,mrtt:0.022) send 119156363636bps "
+    "lastsnd:204 lastrcv:204 lastack:196 pacing_rate 340531187816bps delivered:1 app_limited reordering:20 "
+    "rcv_rtt:0.025 rcv_space:65483 rcv_ssthresh:94833 minrtt:0.022 snd_wnd:65536\n"
+    "0      0      127.0.0.1:37538 127.0.0.1:5077  skmem:(r0,rb131072,t0,tb4194304,f0,w0,o0,bl0,d0) bbr "
+    "wscale:10,10 rto:208 rtt:5.526/11.002 mss:47616 pmtu:65535 rcvmss:536 advmss:65483 cwnd:14 "
+    "bytes_sent:134518 bytes_retrans:34518 bytes_acked:100001 segs_out:6 segs_in:3 data_segs_out:4 "
+    "bbr:(bw:15237105464bps,mrtt:0.025,pacing_gain:2.88672,cwnd_gain:2.88672) send 965072747bps lastsnd:196 "
+    "lastrcv:204 lastack:160 pacing_rate 241468168304bps delivery_rate 26535640bps delivered:5 busy:44ms "
+    "rwnd_limited:8ms(0.3%) retrans:0/1 dsack_dups:1 reordering:20 rcv_space:65495 rcv_ssthresh:65495 "
+    "minrtt:0.025 snd_wnd:28672\n")
+
+
+def test_ss_lines_become_connection_records():
+    """Two real lines of ``ss -tinmHO`` (iproute2 6.1): each field where the kernel printed it, None where not
+    (the receiving side has sent nothing, so no bytes_acked, busy or delivery rate)."""
+    receiver, sender = parse_ss(_SS)
+    assert sender == {
+        "local": "127.0.0.1:37538", "peer": "127.0.0.1:5077", "recv_queue_bytes": 0, "send_queue_bytes": 0,
+        "send_buffer_bytes": 4194304, "recv_buffer_bytes": 131072, "congestion_control": "bbr", "rtt_ms": 5.526,
+        "cwnd_segments": 14, "mss_bytes": 47616, "bytes_acked": 100001, "bytes_received": None,
+        "bytes_retransmitted": 34518, "busy_ms": 44.0, "rwnd_limited_ms": 8.0, "sndbuf_limited_ms": None,
+        "min_rtt_ms": 0.025, "pacing_rate_bps": 241468168304.0, "delivery_rate_bps": 26535640.0}
+    assert (receiver["recv_queue_bytes"], receiver["bytes_received"], receiver["rtt_ms"], receiver["min_rtt_ms"],
+            receiver["bytes_acked"], receiver["busy_ms"], receiver["delivery_rate_bps"]) == (
+        100000, 100000, 0.022, 0.022, None, None, None)
+    assert parse_ss("") == [] and parse_ss("Recv-Q Send-Q Local Peer\n") == []
+
+
+def test_tcp_sampling_sees_a_transfer(netns, tmp_path):
+    """Sampling every host's connections during a 4 MiB transfer at 200 Mbit/s (176 ms): the sender's
+    connection shows the bytes acknowledged so far, growing, and the 4 MiB send buffer; the file parses strictly."""
+    topology = _pair(tmp_path, "200mbit")
+    path = tmp_path / "tcp.json"
+    with EmulatedCluster(topology, state_dir=tmp_path) as cluster:
+        receiver = cluster.run_in("b", [sys.executable, "-c", _ARRIVAL], stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout.readline().strip() == "listening"
+        with sampling_tcp(cluster, path, 0.05):
+            sent = cluster.exec_in("a", [sys.executable, "-c", _SENDER_THEN_WAIT, cluster.address("b")],
+                                   timeout_s=60)
+        assert sent.returncode == 0, sent.stderr
+        receiver.wait(timeout=30)
+    record = json.loads(path.read_text(), parse_constant=_refuse)
+    target = f"{record['addresses']['b']}:5001"
+    acked = [c["bytes_acked"] for s in record["samples"] for c in s["connections"]
+             if c["host"] == "a" and c["peer"] == target]
+    assert record["errors"] == [] and len(acked) >= 3
+    assert acked == sorted(acked) and acked[-1] >= 4 << 20  # all 4 MiB acknowledged before the close
+    assert {c["send_buffer_bytes"] for s in record["samples"] for c in s["connections"]
+            if c["host"] == "a" and c["peer"] == target} == {TCP_SEND_BUFFER_BYTES}
+    with pytest.raises(UserError, match="between 0.05 and 60 s"), sampling_tcp(cluster, tmp_path / "x.json", 0.001):
+        pass
+    assert not (tmp_path / "x.json").exists()
+
+
+def _refuse(constant: str):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+_SENDER_THEN_WAIT = """
+import socket, sys, time
+s = socket.socket(); s.settimeout(30); s.connect((sys.argv[1], 5001))
+s.sendall(b"x" * (4 << 20)); time.sleep(0.5)  # the connection stays open while the last ACKs are sampled
 s.close()
 """
 
