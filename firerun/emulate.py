@@ -70,6 +70,7 @@ __all__ = [
     "STATE_DIR",
     "TCP_GOODPUT_EFFICIENCY",
     "check_emulable",
+    "check_tcp_interval",
     "down_cluster",
     "parse_ss",
     "sampling_tcp",
@@ -89,7 +90,7 @@ MTU_BYTES = 1500
 # chain3-mixed: h0 -> h1 69 KB, 1.59 MB after the calibration probes, 2.27 and 4.19 MB during the cases).
 TCP_SEND_BUFFER_BYTES = 4 << 20
 TCP_WMEM = f"4096 {TCP_SEND_BUFFER_BYTES} {TCP_SEND_BUFFER_BYTES}"
-MIN_TCP_INTERVAL_s, MAX_TCP_SAMPLES = 0.05, 20_000  # sampling_tcp: ss in every namespace takes ~10 ms per host
+MIN_TCP_INTERVAL_s, MAX_TCP_SAMPLES = 0.05, 20_000  # sampling_tcp
 TCP_SAMPLES_FORMAT = "firerun-tcp-samples/1"
 # TCP payload per Ethernet frame that tbf counts: MSS 1448 (1500 - IP 20 - TCP 20 - timestamps 12) of 1514.
 TCP_GOODPUT_EFFICIENCY = 1448 / 1514
@@ -657,6 +658,12 @@ class EmulatedCluster:
         return {(p.node, p.peer): by_ns[p.ns].get(p.ifname, 0) for pair in self.links for p in pair}
 
 
+def check_tcp_interval(interval_s: float) -> None:
+    """``sampling_tcp``'s interval: ss in every namespace takes ~10 ms per host, so not faster than 0.05 s."""
+    if not MIN_TCP_INTERVAL_s <= interval_s <= 60:
+        raise UserError(f"tcp sampling interval: between {MIN_TCP_INTERVAL_s:g} and 60 s, got {interval_s:g}")
+
+
 @contextmanager
 def sampling_tcp(cluster: EmulatedCluster, path: str | os.PathLike, interval_s: float,
                  max_samples: int = MAX_TCP_SAMPLES) -> Iterator[list[dict]]:
@@ -664,8 +671,7 @@ def sampling_tcp(cluster: EmulatedCluster, path: str | os.PathLike, interval_s: 
     runs, at most ``max_samples`` times, written to ``path`` as JSON at its end: what each connection's window,
     RTT and buffers were over a job (docs/validation.md, causes 3, 6 and 7). A sample runs ``ss`` in every host
     namespace: on two cores, 0.2 s apart took about a fifth of the machine, so the job meanwhile runs slower."""
-    if not MIN_TCP_INTERVAL_s <= interval_s <= 60:
-        raise UserError(f"tcp sampling interval: between {MIN_TCP_INTERVAL_s:g} and 60 s, got {interval_s:g}")
+    check_tcp_interval(interval_s)
     samples: list[dict] = []
     errors: list[str] = []
     stop = threading.Event()

@@ -69,8 +69,8 @@ from firerun.emulate import (
     TCP_GOODPUT_EFFICIENCY,
     EmulatedCluster,
     MAX_HOST_RATE_bps,
-    MIN_TCP_INTERVAL_s,
     check_emulable,
+    check_tcp_interval,
     host_rate_bps,
     sampling_tcp,
 )
@@ -421,8 +421,8 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
         raise UserError(f"backend: 'torch' (gloo) or 'mpi' (mpi4py, MPICH), got {backend!r}")
     if repeat < 1 or warmup < 0:
         raise UserError(f"repeat: must be >= 1 (warmup >= 0), got {repeat} ({warmup})")
-    if tcp_sample_s and not MIN_TCP_INTERVAL_s <= tcp_sample_s <= 60:
-        raise UserError(f"tcp sampling: between {MIN_TCP_INTERVAL_s:g} and 60 s (0: off), got {tcp_sample_s:g}")
+    if tcp_sample_s:
+        check_tcp_interval(tcp_sample_s)
     sizes = [int(n) for n in sizes]
     if any(n < 4 or n % 4 for n in sizes):
         raise UserError(f"size: must be a positive multiple of 4 bytes (float32), got {sizes}")

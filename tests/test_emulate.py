@@ -338,7 +338,7 @@ def test_tcp_sampling_sees_a_transfer(netns, tmp_path):
     assert acked == sorted(acked) and acked[-1] >= 4 << 20  # all 4 MiB acknowledged before the close
     assert {c["send_buffer_bytes"] for s in record["samples"] for c in s["connections"]
             if c["host"] == "a" and c["peer"] == target} == {TCP_SEND_BUFFER_BYTES}
-    with pytest.raises(UserError, match="between 0.05 and 60 s"), sampling_tcp(cluster, tmp_path / "x.json", 0.001):
+    with pytest.raises(UserError, match="interval: between 0.05 and 60 s"), sampling_tcp(cluster, tmp_path / "x.json", 0.001):
         pass
     assert not (tmp_path / "x.json").exists()
 
