@@ -280,11 +280,25 @@ def _shaping_commands(port: _Port, shaper: str, queue_limit_bytes: int,
     return commands
 
 
+def _port_queues(namespace: str) -> dict[str, dict[str, Any]]:
+    """Per interface of one namespace, its root shaper's (tbf or htb) bytes sent and bytes queued, and with htb
+    the same per leaf class (``classes``, by class minor as ``_shaping_commands`` writes it: "10" small packets,
+    "20" the rest, "100" + i the host's i-th peer)."""
+    qdiscs = json.loads(_sh(["tc", "-s", "-j", "-n", namespace, "qdisc", "show"]).stdout or "[]")
+    ports = {q.get("dev", ""): {"sent_bytes": int(q.get("bytes", 0)), "backlog_bytes": int(q.get("backlog", 0)),
+                                "classes": {}}
+             for q in qdiscs if q.get("root") and q.get("kind") in ("tbf", "htb")}
+    for q in qdiscs:
+        parent = str(q.get("parent", ""))
+        if q.get("dev") in ports and parent.startswith("1:"):
+            ports[q["dev"]]["classes"][parent[2:]] = {"sent_bytes": int(q.get("bytes", 0)),
+                                                      "backlog_bytes": int(q.get("backlog", 0))}
+    return ports
+
+
 def _qdisc_bytes(namespace: str) -> dict[str, int]:
     """Bytes each interface's root shaper (tbf or htb) has sent, in one namespace."""
-    done = _sh(["tc", "-s", "-j", "-n", namespace, "qdisc", "show"])
-    return {q.get("dev", ""): int(q.get("bytes", 0)) for q in json.loads(done.stdout or "[]")
-            if q.get("root") and q.get("kind") in ("tbf", "htb")}
+    return {dev: port["sent_bytes"] for dev, port in _port_queues(namespace).items()}
 
 
 # tcp_info fields ``ss -tinmO`` prints as name:value, and the name each gets in a connection record
@@ -648,6 +662,21 @@ class EmulatedCluster:
                 for c in parse_ss(_sh(["ip", "netns", "exec", self.namespace(h), "ss", "-tinmHO", "state",
                                        "established"]).stdout)]
 
+    def port_queues(self) -> list[dict[str, Any]]:
+        """Every directed link's shaper now: bytes sent and queued, and at a host's htb port the same per class
+        (``acks``: packets under 128 bytes, ``other``, and one per peer host)."""
+        by_ns = {ns: _port_queues(ns) for ns in sorted({p.ns for pair in self.links for p in pair})}
+        out = []
+        for pair in self.links:
+            for port in pair:
+                q = by_ns[port.ns].get(port.ifname, {"sent_bytes": 0, "backlog_bytes": 0, "classes": {}})
+                names = {"10": "acks", "20": "other"} | {str(100 + i): str(h) for i, h in enumerate(
+                    h for h in self.addresses if h != port.node)}
+                out.append({"node": str(port.node), "peer": str(port.peer), "sent_bytes": q["sent_bytes"],
+                            "backlog_bytes": q["backlog_bytes"],
+                            "classes": {names.get(minor, minor): c for minor, c in sorted(q["classes"].items())}})
+        return out
+
     def link_bytes(self) -> dict[tuple[str, str], int]:
         """Wire bytes (Ethernet frames, as tbf counts them) sent so far on every directed link ``(u, v)``.
 
@@ -667,10 +696,11 @@ def check_tcp_interval(interval_s: float) -> None:
 @contextmanager
 def sampling_tcp(cluster: EmulatedCluster, path: str | os.PathLike, interval_s: float,
                  max_samples: int = MAX_TCP_SAMPLES) -> Iterator[list[dict]]:
-    """Every host's TCP connections (``EmulatedCluster.tcp_connections``) every ``interval_s`` while the block
-    runs, at most ``max_samples`` times, written to ``path`` as JSON at its end: what each connection's window,
-    RTT and buffers were over a job (docs/validation.md, causes 3, 6 and 7). A sample runs ``ss`` in every host
-    namespace: on two cores, 0.2 s apart took about a fifth of the machine, so the job meanwhile runs slower."""
+    """Every host's TCP connections (``EmulatedCluster.tcp_connections``) and every link's queue
+    (``port_queues``) every ``interval_s`` while the block runs, at most ``max_samples`` times, written to
+    ``path`` as JSON at its end: each connection's window, RTT and buffers and each port's backlog over a job
+    (docs/validation.md, causes 3, 6 and 7). A sample runs ``ss`` and ``tc`` in every namespace: on two cores,
+    0.2 s apart took about a fifth of the machine, so the job meanwhile runs slower."""
     check_tcp_interval(interval_s)
     samples: list[dict] = []
     errors: list[str] = []
@@ -679,7 +709,8 @@ def sampling_tcp(cluster: EmulatedCluster, path: str | os.PathLike, interval_s: 
     def sample() -> None:
         while not stop.is_set() and len(samples) < max_samples:
             try:
-                samples.append({"t_unix_s": time.time(), "connections": cluster.tcp_connections()})
+                samples.append({"t_unix_s": time.time(), "connections": cluster.tcp_connections(),
+                                "ports": cluster.port_queues()})
             except RuntimeError as e:  # a namespace going away under us: keep what we have
                 errors.append(str(e))
                 return

@@ -412,8 +412,9 @@ def validate(topology: str | os.PathLike, algos: Sequence[str] | None = None,
     """Measure and predict every (algorithm spec, size) on the emulated ``topology``; traces go to ``out_dir``.
 
     ``algos`` defaults to :func:`default_specs`. ``on_run(spec, nbytes)`` is called after every run (warm-up
-    or measured), for progress. ``tcp_sample_s`` > 0: every connection's window, RTT and buffers that often
-    during the job, into ``out_dir``/tcp.json (``firerun.emulate.sampling_tcp``; slows the job).
+    or measured), for progress. ``tcp_sample_s`` > 0: every connection's window, RTT and buffers and every
+    link's queue that often during the job, into ``out_dir``/tcp.json (``firerun.emulate.sampling_tcp``; slows
+    the job).
     """
     from firesim.topology import load_topology
 
@@ -958,7 +959,8 @@ def validate_cmd(
     quiet_wait: Annotated[float, typer.Option(min=0, max=3600, help="--suite: seconds to wait before each configuration for the "
                                                    "machine to be under 10 % busy (then run with a warning).")] = 300.0,
     tcp_sample: Annotated[float, typer.Option(min=0, max=60, help="--topology: seconds between samples of every TCP connection's "
-                                              "window, RTT and buffers (ss) into tcp.json in --out; 0: off. Slows the run.")] = 0.0,
+                                              "window, RTT and buffers (ss) and every link's queue (tc) into tcp.json in --out; "
+                                              "0: off. Slows the run.")] = 0.0,
 ) -> None:
     """Run plans on an emulated cluster, simulate them, and report the prediction error."""
     from firerun import validate_report

@@ -318,8 +318,10 @@ def test_ss_lines_become_connection_records():
 
 
 def test_tcp_sampling_sees_a_transfer(netns, tmp_path):
-    """Sampling every host's connections during a 4 MiB transfer at 200 Mbit/s (176 ms): the sender's
-    connection shows the bytes acknowledged so far, growing, and the 4 MiB send buffer; the file parses strictly."""
+    """Sampling every host's connections and every port's queue during a 4 MiB transfer at 200 Mbit/s (176 ms):
+    the sender's connection shows the bytes acknowledged so far, growing, and the 4 MiB send buffer; the sender's
+    port the bytes its class for b has sent, growing past the payload, and data queued in it; the file parses
+    strictly."""
     topology = _pair(tmp_path, "200mbit")
     path = tmp_path / "tcp.json"
     with EmulatedCluster(topology, state_dir=tmp_path) as cluster:
@@ -338,6 +340,10 @@ def test_tcp_sampling_sees_a_transfer(netns, tmp_path):
     assert acked == sorted(acked) and acked[-1] >= 4 << 20  # all 4 MiB acknowledged before the close
     assert {c["send_buffer_bytes"] for s in record["samples"] for c in s["connections"]
             if c["host"] == "a" and c["peer"] == target} == {TCP_SEND_BUFFER_BYTES}
+    port = [next(q for q in s["ports"] if (q["node"], q["peer"]) == ("a", "s")) for s in record["samples"]]
+    assert set(port[0]["classes"]) == {"acks", "other", "b"}  # htb: a class per peer of a host
+    to_b = [q["classes"]["b"]["sent_bytes"] for q in port]
+    assert to_b == sorted(to_b) and to_b[-1] >= 4 << 20 and max(q["backlog_bytes"] for q in port) > 0
     with pytest.raises(UserError, match="interval: between 0.05 and 60 s"), sampling_tcp(cluster, tmp_path / "x.json", 0.001):
         pass
     assert not (tmp_path / "x.json").exists()
