@@ -444,6 +444,10 @@ class EmulatedCluster:
     def address(self, host: str | int) -> str:
         return self.addresses[self.host(host)]
 
+    def _peers(self, node: Hashable) -> list[str]:
+        """A host's peers in the order of its port's htb classes (1:100, 1:101, ...); none for a switch."""
+        return [h for h in self.addresses if h != node] if node in self.addresses else []
+
     @property
     def ifname(self) -> str:
         """The interface every host sends on (for GLOO_SOCKET_IFNAME and mpiexec -iface)."""
@@ -503,8 +507,7 @@ class EmulatedCluster:
                  "netns", b.ns])
             for port in (a, b):
                 _sh(["ip", "-n", port.ns, "link", "set", port.ifname, "mtu", str(MTU_BYTES)])
-                peers = ([address for h, address in self.addresses.items() if h != port.node]
-                         if port.node in self.addresses else [])
+                peers = [self.addresses[h] for h in self._peers(port.node)]
                 for argv in _shaping_commands(port, self.shaper, self.queue_limit_bytes, peers):
                     _sh(argv)
                 if port.node not in self.addresses:
@@ -670,8 +673,8 @@ class EmulatedCluster:
         for pair in self.links:
             for port in pair:
                 q = by_ns[port.ns].get(port.ifname, {"sent_bytes": 0, "backlog_bytes": 0, "classes": {}})
-                names = {"10": "acks", "20": "other"} | {str(100 + i): str(h) for i, h in enumerate(
-                    h for h in self.addresses if h != port.node)}
+                names = {"10": "acks", "20": "other"} | {str(100 + i): str(h)
+                                                         for i, h in enumerate(self._peers(port.node))}
                 out.append({"node": str(port.node), "peer": str(port.peer), "sent_bytes": q["sent_bytes"],
                             "backlog_bytes": q["backlog_bytes"],
                             "classes": {names.get(minor, minor): c for minor, c in sorted(q["classes"].items())}})
