@@ -579,10 +579,14 @@ class _Run:
         # on arrival), else to ``first_byte`` after it.
         self.direct = ~msgs.private | ~has_prev | msgs.on_arrival
         self.all_direct_private = bool((self.direct & msgs.private).all())
-        wait = msgs.rendezvous.astype(np.int8)
-        wait += msgs.private & has_prev
-        wait[~msgs.on_arrival] = 0
+        # Issue and post go through ``hand`` first where the hand-over time is needed alone: a send that
+        # completes before arrival, and every message when notices look behind hand-overs
+        # (Transport.notice_behind_data); ``start`` then gets the hand-over plus the delay as one input.
+        self.notices = bool((msgs.behind >= 0).any())
+        self.through_hand = np.ones(m, bool) if self.notices else ~msgs.on_arrival
+        wait = (msgs.private & has_prev & self.direct).astype(np.int8)
         wait += 1
+        wait[~self.through_hand] += msgs.rendezvous[~self.through_hand]
         self.start = _Countdown(wait)
         if not self.all_direct_private:
             self.first_byte = _Countdown(np.where(has_prev, 2, 1))
@@ -605,18 +609,17 @@ class _Run:
         # and, if it has a watch, once its connection's bytes fit the window
         self.on_arrival = msgs.on_arrival
         self.all_on_arrival = bool(msgs.on_arrival.all())
+        self.hand = _Countdown(1 + msgs.rendezvous) if self.through_hand.any() else None
+        self.all_through_hand = bool(self.through_hand.all())
         if not self.all_on_arrival:
-            self.hand = _Countdown(1 + msgs.rendezvous)  # sends that complete before arrival: the hand-over alone
             self.sent = _Countdown(1 + (msgs.watch >= 0))
         # notices behind data (Transport.notice_behind_data): a rendezvous recv's notice waits for the arrival of
         # the receiver's message ``behind`` if that was handed over in an earlier issue pass. Whether it was is
         # a comparison of times the dataflow may not have reached yet: such notices stay undecided until it
         # has, or until nothing known can still come before their post (``_settle``).
-        self.notices = bool((msgs.behind >= 0).any())
         if self.notices:
             waits = np.flatnonzero(msgs.behind >= 0)
             self.dependents = _csr(msgs.behind[waits], waits, m)
-            self.handed = _Countdown(1 + msgs.rendezvous)  # hand-overs of the sends that complete on arrival
             self.handover_s = np.full(m, np.nan)
             self.arrival_s = np.full(m, np.nan)
             self.post_s = np.full(m, np.nan)
@@ -735,24 +738,29 @@ class _Run:
     # -- messages ----------------------------------------------------------------------------------------
     def _hand_input(self, msgs: np.ndarray, times: np.ndarray) -> None:
         """Send issued or recv posted at ``times``: the message's bytes can move a delay after both (or the
-        send alone without rendezvous). A send that does not complete on arrival needs its hand-over time
-        itself: those inputs go through ``hand`` first."""
-        if not self.all_on_arrival:
-            own = ~self.on_arrival[msgs]
-            if own.any():
-                go, h = self.hand.input(msgs[own], times[own])
-                if go.size:
-                    self._sent_input(go, h)
-                    self._start_input(go, h + self.msgs.delay_s[go])
-                    if self.notices:
-                        self._handed(go, h)
-                msgs, times = msgs[~own], times[~own]
-        if msgs.size:
-            if self.notices:  # ``hand`` does not see these: their own countdown of the same inputs
-                go, h = self.handed.input(msgs, times)
-                if go.size:
-                    self._handed(go, h)
+        send alone without rendezvous). Where the hand-over time is needed itself (``through_hand``), the
+        inputs go through ``hand`` first."""
+        if self.hand is None:
             self._start_input(msgs, times + self.msgs.delay_s[msgs])
+            return
+        if not self.all_through_hand:
+            through = self.through_hand[msgs]
+            if not through.all():
+                direct = ~through
+                self._start_input(msgs[direct], times[direct] + self.msgs.delay_s[msgs[direct]])
+                msgs, times = msgs[through], times[through]
+        if not msgs.size:
+            return
+        go, h = self.hand.input(msgs, times)
+        if not go.size:
+            return
+        if not self.all_on_arrival:
+            own = ~self.on_arrival[go]
+            if own.any():
+                self._sent_input(go[own], h[own])
+        self._start_input(go, h + self.msgs.delay_s[go])
+        if self.notices:
+            self._handed(go, h)
 
     def _post(self, msgs: np.ndarray, times: np.ndarray) -> None:
         """Rendezvous recvs posted at ``times``: the notice of those with a message to look behind is decided."""
