@@ -9,9 +9,13 @@ p2p     one message at a time rank 0 -> 1 (1 Gbit/s pair) with gloo and with MPI
         send returns, by size: socket buffering (gloo), MPI's eager/rendezvous switch and handshake cost.
 ring    a raw-socket ring of 4 MiB messages on two-level-4 with tbf and htb shaping, with BBR and with
         Reno congestion control: median step time (the model says 116.95 ms).
+join    h1 sends 8 MiB to h0 through a 250 Mbit/s switch port (a FIFO); h2's 4 MiB to h0 joins with 1.48 MB
+        of it left (htb, raw sockets, fresh connections and connections warmed by a 4 MiB transfer first):
+        when the first flow ends, against an equal share from the join and against keeping the port.
 
-Prints one table per probe and writes examples/engine_probes.json. The machine's load average is printed
-with every table: other processes' CPU use slows the ranks, so run it on a quiet machine.
+Prints one table per probe and writes its results into examples/engine_probes.json (the other probes' results
+stay). The machine's load average is printed with every table: other processes' CPU use slows the ranks, so run
+it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ PORT = 5301
 BURST_SIZES = [16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 4 << 20]
 P2P_SIZES = [4, 64 << 10, 256 << 10, 1 << 20, 2 << 20, 3 << 20, 4 << 20, 8 << 20, 16 << 20]
 REPEAT = 7
+JOIN_BYTES = (8 << 20, 4 << 20)  # the established flow, the joining one
+JOIN_LEFT_BYTES = 1.48e6  # of the established flow when the other joins (halving-doubling on chain3-mixed)
+JOIN_RATE_bps = 250e6
 
 
 def _graph(rates_bps: list[float], name: str) -> nx.Graph:
@@ -89,6 +96,50 @@ def _burst_client(addr: str, sizes: list[int], out: str) -> None:
         conn.sendall(data)
         conn.recv(1)
     Path(out).write_text(json.dumps(starts))
+
+
+def _join_server(out: str) -> None:
+    """Two connections, each sending length-prefixed messages until it closes: when each one's last ended."""
+    srv = socket.create_server(("0.0.0.0", PORT))
+    ends: dict[str, float] = {}
+
+    def serve(conn: socket.socket) -> None:
+        buf = memoryview(bytearray(max(JOIN_BYTES)))
+        name = conn.recv(1).decode()
+        header = bytearray(8)
+        while conn.recv_into(header, 8, socket.MSG_WAITALL) == 8:
+            _recv_exactly(conn, buf, struct.unpack("<Q", header)[0])
+            ends[name] = time.monotonic()
+            conn.sendall(b"k")
+
+    threads = [threading.Thread(target=serve, args=(srv.accept()[0],)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    Path(out).write_text(json.dumps(ends))
+
+
+def _join_client(name: str, addr: str, nbytes: int, warm_nbytes: int, warm_at: float, start_at: float,
+                 out: str) -> None:
+    conn = socket.socket()
+    for _ in range(200):
+        try:
+            conn.connect((addr, PORT))
+            break
+        except OSError:
+            time.sleep(0.05)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(name.encode())
+    for n, at in ((warm_nbytes, warm_at), (nbytes, start_at)):
+        if n:
+            while time.monotonic() < at:
+                time.sleep(0.0002)
+            started = time.monotonic()
+            conn.sendall(struct.pack("<Q", n) + bytes(n))
+            conn.recv(1)
+    conn.close()
+    Path(out).write_text(json.dumps(started))
 
 
 def _ring_rank(r: int, p: int, addrs: list[str], nbytes: int, steps: int, out: str) -> None:
@@ -236,6 +287,32 @@ def probe_ring(tmp: Path, steps: int = 30) -> dict:
     return out
 
 
+def probe_join(tmp: Path, runs: int = 6) -> dict:
+    established, joining = JOIN_BYTES
+    goodput_Bps = JOIN_RATE_bps / 8 * 1448 / 1514
+    join_s = (established - JOIN_LEFT_BYTES) / goodput_Bps
+    out = {"equal share from the join": join_s + 2 * JOIN_LEFT_BYTES / goodput_Bps,
+           "keeping the port": established / goodput_Bps}
+    with _cluster(_graph([JOIN_RATE_bps, 2 * JOIN_RATE_bps, 2 * JOIN_RATE_bps], "probe-join")) as cl:
+        for label, warm in (("fresh", 0), ("warm", 4 << 20)):
+            ends = []
+            for _ in range(runs):
+                server = cl.run_in(0, _me("join-server", tmp / "join.json"))
+                time.sleep(0.3)
+                t0 = time.monotonic() + 1.5
+                clients = [cl.run_in(h, _me("join-client", name, cl.address(0), n, warm, t0 - lead, t0 + delay,
+                                            tmp / f"join-{name}.json"))
+                           for h, name, n, lead, delay in ((1, "a", established, 0.9, 0.0),
+                                                           (2, "b", joining, 0.6, join_s))]
+                for proc in (*clients, server):
+                    proc.wait(timeout=60)
+                ends.append(json.loads((tmp / "join.json").read_text())["a"]
+                            - json.loads((tmp / "join-a.json").read_text()))
+            out[f"{label}: first flow ends (median)"] = statistics.median(ends)
+            out[f"{label}: earliest"], out[f"{label}: latest"] = min(ends), max(ends)
+    return out
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         kind, args = argv[1], argv[2:]
@@ -247,11 +324,15 @@ def main(argv: list[str]) -> int:
             _ring_rank(int(args[0]), int(args[1]), json.loads(args[2]), int(args[3]), int(args[4]), args[5])
         elif kind == "p2p":
             _p2p_worker(args[0], args[1])
+        elif kind == "join-server":
+            _join_server(args[0])
+        elif kind == "join-client":
+            _join_client(args[0], args[1], int(args[2]), int(args[3]), float(args[4]), float(args[5]), args[6])
         return 0
     if os.geteuid() != 0:
         print("engine_probes: needs root (network namespaces)", file=sys.stderr)
         return 2
-    probes = {"burst": probe_burst, "p2p": probe_p2p, "ring": probe_ring}
+    probes = {"burst": probe_burst, "p2p": probe_p2p, "ring": probe_ring, "join": probe_join}
     chosen = argv or list(probes)
     unknown = [c for c in chosen if c not in probes]
     if unknown:
@@ -273,7 +354,8 @@ def main(argv: list[str]) -> int:
             else:
                 print(f"{key}: {value * 1e3:.2f} ms")
     path = ROOT / "examples" / "engine_probes.json"
-    path.write_text(json.dumps(results, indent=1))
+    earlier = json.loads(path.read_text()) if path.exists() else {}  # the probes not run this time stay
+    path.write_text(json.dumps({**earlier, **results}, indent=1))
     print(f"\nwrote {path}")
     return 0
 

@@ -94,6 +94,7 @@ MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy pr
 SWAP_PROBE_BYTES = 8 << 20  # ranks 0-1, 2-3, ... swap 4 MiB halves both ways at once (rendezvous for MPI too)
 EMULATION_LIMIT_SHARE = 0.9  # host links at this share of what the machine shapes faithfully: named as a cause
 UNEQUAL_SHARE = 0.05  # one sender's messages measured this share of the run further apart than the model has them
+JOINED_SHARE = 0.015  # a message into a port another joined measured this share of the run before the model has it
 SWAP_SERIALIZED_CAUSE = 0.5  # the swap probe this much over the engine (1: one way after the other) names serialized swaps
 PROBE_IDLE_s = 0.02  # before each probe: the shapers' buckets refill (128 KiB at 200 Mbit/s: 5.5 ms)
 PROBE_REPEATS = 5
@@ -352,6 +353,26 @@ def _unequal_sharing(plan: Plan, predicted: Trace, measured: Trace, shaper: str,
     return ""
 
 
+def _joined_behind(plan: Plan, predicted: Trace, measured: Trace) -> str:
+    """Two senders' messages to one receiver overlap in the model, which shares the ports their routes have in
+    common equally from the moment the second starts; the run delivered the first well before that (cause 8 of
+    docs/validation.md): the flow that joined a switch's FIFO port behind an established one got less than an
+    equal share of it. Named only where nothing else is."""
+    duration_s = float(measured.t_end.max() - measured.t_start.min())
+    msgs = sorted(zip(_messages(plan, predicted), _messages(plan, measured)), key=lambda m: m[0][3])
+    for i, ((a, c, _, start, _, arrival, _, _), (*_, arrived, _, _)) in enumerate(msgs):
+        early = arrival - arrived
+        if early <= JOINED_SHARE * duration_s:
+            continue
+        for (b, c2, _, start2, _, arrival2, _, _), (*_, arrived2, _, _) in msgs[i + 1:]:
+            if (c2 == c and b != a and start < start2 < arrival - 0.02 * predicted.duration_s
+                    and arrival < arrival2 and arrived < arrived2):
+                return (f"rank {b}'s message to {c} joins rank {a}'s {(start2 - start) * 1e3:.1f} ms after it started "
+                        f"(the model shares their ports from then), measured rank {a}'s arrived {early * 1e3:.1f} ms "
+                        f"before the model has it (the joining flow got less than an equal share)")
+    return ""
+
+
 def _apart(gap_s: float, first: int, second: int, duration_s: float) -> str:
     """How far apart two arrivals ``gap_s`` = (first's - second's) are, and which came first."""
     if abs(gap_s) < 0.001 * duration_s:
@@ -379,6 +400,8 @@ def _diagnose(case: CaseResult, background_cpu: float, cal: Calibration, plan: P
     elif case.error < 0 and shaper == "tbf":
         causes.append("tbf: ACKs queue behind data" + ("" if serialized else
                                                         f" (swap probe {cal.swap_over_model:+.0%} over the model)"))
+    if not causes and case.error > 0 and predicted is not None and measured is not None:
+        causes.append(_joined_behind(plan, predicted, measured))
     if background_cpu > BUSY_WARNING:
         causes.append(f"machine {background_cpu:.0%} busy with other work")
     if abs(case.link_bytes_error) > LINK_BYTES_TOLERANCE:

@@ -16,6 +16,7 @@ from firerun.validate import (
     CaseResult,
     ValidationReport,
     _diagnose,
+    _joined_behind,
     _messages,
     _rankings,
     _swap_plan,
@@ -164,6 +165,30 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     assert _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 4e9).startswith(
         "4 Gbit/s of shaped host links: the most this machine emulates")
     assert "emulates" not in _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 2e9)
+
+
+def test_a_miss_names_a_flow_that_joined_behind_another():
+    """Halving-doubling on chain3-mixed: rank 1's 8 MiB to rank 3 is on the wire when rank 2's 4 MiB to rank 3
+    starts (the model shares the port into 3 from then). A run that delivered rank 1's well before the model
+    names it, for a run faster than the model."""
+    cal = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0)
+    chain = engine_topology(load_topology(TOPOLOGIES / "chain3-mixed.yaml"))
+    plan = case_plan("halving_doubling", 4, 16 << 20)
+    predicted = predict_case(plan, chain, cal)
+    rank = plan.op_rank()
+    first, joining = (min(((s, r) for *_, s, r in _messages(plan, predicted) if (rank[s], plan.peer[s]) == pair),
+                          key=lambda m: predicted.t_start[m[0]]) for pair in ((1, 3), (2, 3)))
+    measured = dataclasses.replace(predicted, t_end=predicted.t_end.copy())
+    measured.t_end[first[1]] -= 0.03 * predicted.duration_s
+    joined_ms = (predicted.t_start[joining[0]] - predicted.t_start[first[0]]) * 1e3
+    expected = (f"rank 2's message to 3 joins rank 1's {joined_ms:.1f} ms after it started (the model shares their "
+                f"ports from then), measured rank 1's arrived {0.03 * predicted.duration_s * 1e3:.1f} ms before the "
+                "model has it (the joining flow got less than an equal share)")
+    assert _joined_behind(plan, predicted, measured) == expected
+    assert _joined_behind(plan, predicted, predicted) == ""
+    fast, slow = _case("halving_doubling", 16 << 20, 1.0, 1.06), _case("halving_doubling", 16 << 20, 1.0, 0.94)
+    assert _diagnose(fast, 0.0, cal, plan, "htb", predicted, 0.0, measured).startswith(expected)
+    assert "joins" not in _diagnose(slow, 0.0, cal, plan, "htb", predicted, 0.0, measured)
 
 
 def test_the_swap_probe_pairs_every_rank():
