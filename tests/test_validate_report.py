@@ -16,9 +16,9 @@ from firerun.validate import (
     CaseResult,
     ValidationReport,
     _diagnose,
-    _joined_behind,
     _messages,
     _rankings,
+    _shared_unequally_into,
     _swap_plan,
     _unequal_sharing,
     calibration_from_probes,
@@ -167,10 +167,11 @@ def test_a_miss_names_what_the_predicted_trace_shows():
     assert "emulates" not in _diagnose(slow, 0.0, cal, ring_plan, "htb", ring, 2e9)
 
 
-def test_a_miss_names_a_flow_that_joined_behind_another():
+def test_a_miss_names_a_port_shared_unequally_between_two_senders():
     """Halving-doubling on chain3-mixed: rank 1's 8 MiB to rank 3 is on the wire when rank 2's 4 MiB to rank 3
-    starts (the model shares the port into 3 from then). A run that delivered rank 1's well before the model
-    names it, for a run faster than the model."""
+    starts (the model shares the port into 3 from then). A run faster than the model that delivered rank 1's
+    well before the model names the flow that joined behind it; a slower run that delivered the two further apart,
+    the later one late, names the unequal share; only where nothing else is named."""
     cal = Calibration(1e-4, 1e-10, 1 << 20, {}, 0.0)
     chain = engine_topology(load_topology(TOPOLOGIES / "chain3-mixed.yaml"))
     plan = case_plan("halving_doubling", 4, 16 << 20)
@@ -178,17 +179,28 @@ def test_a_miss_names_a_flow_that_joined_behind_another():
     rank = plan.op_rank()
     first, joining = (min(((s, r) for *_, s, r in _messages(plan, predicted) if (rank[s], plan.peer[s]) == pair),
                           key=lambda m: predicted.t_start[m[0]]) for pair in ((1, 3), (2, 3)))
-    measured = dataclasses.replace(predicted, t_end=predicted.t_end.copy())
-    measured.t_end[first[1]] -= 0.03 * predicted.duration_s
+    shift_s = 0.03 * predicted.duration_s
+    early = dataclasses.replace(predicted, t_end=predicted.t_end.copy())
+    early.t_end[first[1]] -= shift_s
     joined_ms = (predicted.t_start[joining[0]] - predicted.t_start[first[0]]) * 1e3
     expected = (f"rank 2's message to 3 joins rank 1's {joined_ms:.1f} ms after it started (the model shares their "
-                f"ports from then), measured rank 1's arrived {0.03 * predicted.duration_s * 1e3:.1f} ms before the "
-                "model has it (the joining flow got less than an equal share)")
-    assert _joined_behind(plan, predicted, measured) == expected
-    assert _joined_behind(plan, predicted, predicted) == ""
+                f"ports from then), measured rank 1's arrived {shift_s * 1e3:.1f} ms before the model has it (the "
+                "joining flow got less than an equal share)")
+    assert _shared_unequally_into(plan, predicted, early, faster=True) == expected
+    assert _shared_unequally_into(plan, predicted, predicted, faster=True) == ""
     fast, slow = _case("halving_doubling", 16 << 20, 1.0, 1.06), _case("halving_doubling", 16 << 20, 1.0, 0.94)
-    assert _diagnose(fast, 0.0, cal, plan, "htb", predicted, 0.0, measured).startswith(expected)
-    assert "joins" not in _diagnose(slow, 0.0, cal, plan, "htb", predicted, 0.0, measured)
+    assert _diagnose(fast, 0.0, cal, plan, "htb", predicted, 0.0, early).startswith(expected)
+    assert "joins" not in _diagnose(slow, 0.0, cal, plan, "htb", predicted, 0.0, early)
+    apart = dataclasses.replace(early, t_end=early.t_end.copy())
+    apart.t_end[joining[1]] += shift_s  # and rank 2's arrived late: further apart than the model has them
+    model_gap_ms = (predicted.t_end[joining[1]] - predicted.t_end[first[1]]) * 1e3
+    assert _shared_unequally_into(plan, predicted, apart, faster=False) == (
+        f"rank 1's and rank 2's messages to 3 share their ports in the model ({model_gap_ms:.1f} ms apart, 1 first), "
+        f"measured {model_gap_ms + 2 * shift_s * 1e3:.1f} ms apart, 1 first, rank 2's {shift_s * 1e3:.1f} ms after "
+        "the model has it (the port was not shared equally)")
+    assert _shared_unequally_into(plan, predicted, predicted, faster=False) == ""
+    swaps = Calibration(1e-4, 1e-10, 0, {}, 2e-4, rendezvous_nbytes=float(4 << 20), swap_over_model=1.0)
+    assert "not shared equally" not in _diagnose(slow, 0.0, swaps, plan, "htb", predicted, 0.0, apart)
 
 
 def test_the_swap_probe_pairs_every_rank():
