@@ -64,6 +64,19 @@ def _recv_exactly(conn: socket.socket, view: memoryview, n: int) -> None:
         got += conn.recv_into(view[got:n], n - got)
 
 
+def _connect(addr: str) -> socket.socket:
+    """A TCP connection to ``addr``'s probe port (retried for up to 10 s while the peer starts), Nagle off."""
+    conn = socket.socket()
+    for _ in range(200):
+        try:
+            conn.connect((addr, PORT))
+            break
+        except OSError:
+            time.sleep(0.05)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
 def _burst_server(n_msgs: int, out: str) -> None:
     srv = socket.create_server(("0.0.0.0", PORT))
     conn, _ = srv.accept()
@@ -80,14 +93,7 @@ def _burst_server(n_msgs: int, out: str) -> None:
 
 
 def _burst_client(addr: str, sizes: list[int], out: str) -> None:
-    conn = socket.socket()
-    for _ in range(200):
-        try:
-            conn.connect((addr, PORT))
-            break
-        except OSError:
-            time.sleep(0.05)
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _connect(addr)
     starts = []
     for n in sizes:
         time.sleep(0.1)  # idle: the buckets refill
@@ -122,14 +128,7 @@ def _join_server(out: str) -> None:
 
 def _join_client(name: str, addr: str, nbytes: int, warm_nbytes: int, warm_at: float, start_at: float,
                  out: str) -> None:
-    conn = socket.socket()
-    for _ in range(200):
-        try:
-            conn.connect((addr, PORT))
-            break
-        except OSError:
-            time.sleep(0.05)
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = _connect(addr)
     conn.sendall(name.encode())
     for n, at in ((warm_nbytes, warm_at), (nbytes, start_at)):
         if n:
@@ -144,16 +143,9 @@ def _join_client(name: str, addr: str, nbytes: int, warm_nbytes: int, warm_at: f
 
 def _ring_rank(r: int, p: int, addrs: list[str], nbytes: int, steps: int, out: str) -> None:
     srv = socket.create_server(("0.0.0.0", PORT))
-    nxt = socket.socket()
-    for _ in range(200):
-        try:
-            nxt.connect((addrs[(r + 1) % p], PORT))
-            break
-        except OSError:
-            time.sleep(0.05)
+    nxt = _connect(addrs[(r + 1) % p])
     prv, _ = srv.accept()
-    for s in (nxt, prv):
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    prv.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     data, buf = bytes(nbytes), memoryview(bytearray(nbytes))
     ends = []
     time.sleep(0.5)

@@ -94,7 +94,7 @@ MAX_PEAK_BANDWIDTH_Bps = 10e9  # the veths' copy rate bounds a burst; a noisy pr
 SWAP_PROBE_BYTES = 8 << 20  # ranks 0-1, 2-3, ... swap 4 MiB halves both ways at once (rendezvous for MPI too)
 EMULATION_LIMIT_SHARE = 0.9  # host links at this share of what the machine shapes faithfully: named as a cause
 UNEQUAL_SHARE = 0.05  # one sender's messages measured this share of the run further apart than the model has them
-JOINED_SHARE = 0.015  # two senders' messages to one receiver: the run this share of it off the model's equal share
+UNEQUAL_INTO_SHARE = 0.015  # two senders' messages to one receiver: the run this share of it off the model's equal share
 # the swap probe this much over the engine (1: one way after the other) names serialized swaps: gloo's reads
 # 0-24 % over (tbf's ACKs), MPI's 49-100 % (UCX's rendezvous; the median of 5 probes, some serialized, some not)
 SWAP_SERIALIZED_CAUSE = 0.35
@@ -362,7 +362,7 @@ def _shared_unequally_into(plan: Plan, predicted: Trace, measured: Trace, faster
     port behind an established one got less than an equal share. A slower run delivered the two further apart
     than the model, the later one well after the model has it. Named only where nothing else is."""
     duration_s = float(measured.t_end.max() - measured.t_start.min())
-    tolerance_s = JOINED_SHARE * duration_s
+    tolerance_s = UNEQUAL_INTO_SHARE * duration_s
     msgs = sorted(zip(_messages(plan, predicted), _messages(plan, measured)), key=lambda m: m[0][3])
     for i, ((a, c, _, start, _, arrival, _, _), (*_, arrived, _, _)) in enumerate(msgs):
         for (b, c2, _, start2, _, arrival2, _, _), (*_, arrived2, _, _) in msgs[i + 1:]:
