@@ -368,14 +368,15 @@ def _shared_unequally_into(plan: Plan, predicted: Trace, measured: Trace, faster
         for (b, c2, _, start2, _, arrival2, _, _), (*_, arrived2, _, _) in msgs[i + 1:]:
             if c2 != c or b == a or not start2 < arrival - 0.02 * predicted.duration_s:
                 continue
-            if faster and start < start2 and arrival - arrived > tolerance_s and arrival < arrival2 and arrived < arrived2:
-                return (f"rank {b}'s message to {c} joins rank {a}'s {(start2 - start) * 1e3:.1f} ms after it started "
-                        f"(the model shares their ports from then), measured rank {a}'s arrived "
-                        f"{(arrival - arrived) * 1e3:.1f} ms before the model has it (the joining flow got less than an "
-                        "equal share)")
+            if faster:
+                if start < start2 and arrival - arrived > tolerance_s and arrival < arrival2 and arrived < arrived2:
+                    return (f"rank {b}'s message to {c} joins rank {a}'s {(start2 - start) * 1e3:.1f} ms after it "
+                            f"started (the model shares their ports from then), measured rank {a}'s arrived "
+                            f"{(arrival - arrived) * 1e3:.1f} ms before the model has it (the joining flow got less "
+                            "than an equal share)")
+                continue
             late, late_by = (a, arrived - arrival) if arrived > arrived2 else (b, arrived2 - arrival2)
-            if (not faster and abs(arrived - arrived2) - abs(arrival - arrival2) > tolerance_s
-                    and late_by > tolerance_s):
+            if abs(arrived - arrived2) - abs(arrival - arrival2) > tolerance_s and late_by > tolerance_s:
                 return (f"rank {a}'s and rank {b}'s messages to {c} share their ports in the model "
                         f"({_apart(arrival - arrival2, a, b, duration_s)}), measured "
                         f"{_apart(arrived - arrived2, a, b, duration_s)}, rank {late}'s {late_by * 1e3:.1f} ms after "
